@@ -1,0 +1,247 @@
+"""Where a Security Event Token is verified (and signed).
+
+Strict by construction, in the order that is cheapest for an attacker's input: size and shape,
+header, claims that pick the issuer and key, then the signature, then the remaining claims. Each
+part is decoded once. Every rejection is a `caep.errors.SetError` with its RFC 8935 code; no input
+raises anything else.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt.algorithms import Algorithm, get_default_algorithms
+
+from caep.errors import InvalidAudience, InvalidIssuer, InvalidKey, InvalidRequest
+from caep.trust import FORBIDDEN_ALGORITHMS, TrustedIssuer, TrustStore
+
+SET_TYPE = "secevent+jwt"
+DEFAULT_MAX_BYTES = 65536
+DEFAULT_IAT_SKEW = 300
+UNDERSTOOD_CRITICAL_HEADERS: frozenset[str] = frozenset()
+
+_ALGORITHMS: dict[str, Algorithm] = get_default_algorithms()
+_B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedSet:
+    """A SET whose signature, issuer, audience and structure have all been checked."""
+
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    issuer: TrustedIssuer
+
+    @property
+    def iss(self) -> str:
+        return str(self.claims["iss"])
+
+    @property
+    def jti(self) -> str:
+        return str(self.claims["jti"])
+
+    @property
+    def iat(self) -> float:
+        return float(self.claims["iat"])
+
+    @property
+    def events(self) -> dict[str, dict[str, Any]]:
+        events: dict[str, dict[str, Any]] = self.claims["events"]
+        return events
+
+    @property
+    def tenant(self) -> str:
+        return self.issuer.config.tenant_id
+
+    def subject_of(self, event_type: str) -> dict[str, Any] | None:
+        """The event's subject: SSF's top-level `sub_id`, else the legacy in-event `subject`."""
+        sub_id = self.claims.get("sub_id")
+        if isinstance(sub_id, dict):
+            return sub_id
+        legacy = self.events.get(event_type, {}).get("subject")
+        return legacy if isinstance(legacy, dict) else None
+
+
+def _b64decode(segment: str, what: str) -> bytes:
+    if not segment or "=" in segment:
+        raise InvalidRequest(f"{what} is not unpadded base64url")
+    data = segment.encode("ascii").translate(_B64_TRANSLATE)
+    try:
+        return binascii.a2b_base64(data + b"=" * (-len(data) % 4), strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"{what} is not valid base64url") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise InvalidRequest(f"duplicate JSON member {duplicate!r}")
+    return result
+
+
+def _parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{what}: {exc.description}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"{what} is not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise InvalidRequest(f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{what} is not a JSON object")
+    return value
+
+
+class SetVerifier:
+    """Verifies compact SETs against a trust store. Thread-safe and reusable."""
+
+    def __init__(
+        self,
+        trust: TrustStore,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        iat_skew: float = DEFAULT_IAT_SKEW,
+    ) -> None:
+        self.trust = trust
+        self.max_bytes = max_bytes
+        self.iat_skew = iat_skew
+
+    def verify(self, token: str | bytes, *, now: float | None = None) -> VerifiedSet:
+        if isinstance(token, bytes):
+            if len(token) > self.max_bytes:
+                raise InvalidRequest(f"SET larger than {self.max_bytes} bytes")
+            try:
+                token = token.decode("ascii")
+            except UnicodeDecodeError:
+                raise InvalidRequest("SET contains non-ASCII bytes") from None
+        elif not isinstance(token, str):
+            raise InvalidRequest("SET must be a string")
+        token = token.strip()
+        if len(token) > self.max_bytes:
+            raise InvalidRequest(f"SET larger than {self.max_bytes} bytes")
+        if not token.isascii():
+            raise InvalidRequest("SET contains non-ASCII characters")
+        parts = token.split(".")
+        if len(parts) == 5:
+            raise InvalidRequest("encrypted SETs (JWE) are not supported")
+        if len(parts) != 3:
+            raise InvalidRequest("not a compact JWS: expected three dot-separated parts")
+        header_b64, payload_b64, signature_b64 = parts
+
+        header = _parse_json_object(_b64decode(header_b64, "JOSE header"), "JOSE header")
+        if header.get("typ") != SET_TYPE:
+            raise InvalidRequest(f"JOSE header typ must be {SET_TYPE!r}, got {header.get('typ')!r}")
+        alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise InvalidRequest("JOSE header has no alg")
+        if alg in FORBIDDEN_ALGORITHMS or alg.upper().startswith("HS"):
+            raise InvalidKey(f"algorithm {alg!r} is never accepted")
+        crit = header.get("crit")
+        if crit is not None:
+            if not isinstance(crit, list) or not crit:
+                raise InvalidRequest("JOSE header crit must be a non-empty array")
+            unknown = [name for name in crit if name not in UNDERSTOOD_CRITICAL_HEADERS]
+            if unknown:
+                raise InvalidRequest(f"unsupported critical header(s) {unknown}")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidRequest("JOSE header kid must be a string")
+
+        claims = _parse_json_object(_b64decode(payload_b64, "SET payload"), "SET payload")
+        iss = claims.get("iss")
+        if not isinstance(iss, str) or not iss:
+            raise InvalidRequest("SET has no iss")
+        issuer = self.trust.get(iss)
+        if issuer is None:
+            raise InvalidIssuer(f"issuer {iss!r} is not trusted")
+        self._check_audience(claims.get("aud"), issuer)
+        if alg not in issuer.config.algorithms:
+            raise InvalidKey(f"algorithm {alg!r} is not allowed for issuer {iss!r}")
+        keys = issuer.candidates(kid, alg)
+        if not keys:
+            raise InvalidKey(f"no key of issuer {iss!r} with kid {kid!r} for {alg}")
+
+        signature = _b64decode(signature_b64, "signature")
+        signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
+        algorithm = _ALGORITHMS[alg]
+        if not any(algorithm.verify(signing_input, k.key, signature) for k in keys):
+            raise InvalidKey("signature does not verify")
+
+        self._check_claims(claims, issuer, time.time() if now is None else now)
+        return VerifiedSet(header=header, claims=claims, issuer=issuer)
+
+    @staticmethod
+    def _check_audience(aud: Any, issuer: TrustedIssuer) -> None:
+        accepted = issuer.config.audiences
+        if isinstance(aud, str):
+            if aud not in accepted:
+                raise InvalidAudience(f"audience {aud!r} is not accepted for this issuer")
+            return
+        if isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+            if len(aud) > 1 and not issuer.config.allow_multiple_audiences:
+                raise InvalidAudience("multi-valued aud is not allowed for this issuer")
+            if not any(a in accepted for a in aud):
+                raise InvalidAudience(f"none of the audiences {aud} is accepted for this issuer")
+            return
+        raise InvalidAudience("SET has no usable aud")
+
+    def _check_claims(self, claims: Mapping[str, Any], issuer: TrustedIssuer, now: float) -> None:
+        if "exp" in claims:
+            raise InvalidRequest("a SET must not carry exp (RFC 8417 section 2.2)")
+        if "sub" in claims:
+            raise InvalidRequest("a SET must not carry a top-level sub; use sub_id")
+        iat = claims.get("iat")
+        if not isinstance(iat, int | float) or isinstance(iat, bool):
+            raise InvalidRequest("SET has no numeric iat")
+        if iat > now + self.iat_skew:
+            raise InvalidRequest("SET iat lies in the future beyond the allowed skew")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise InvalidRequest("SET has no jti")
+        events = claims.get("events")
+        if not isinstance(events, dict) or not events:
+            raise InvalidRequest("SET has no events object")
+        if len(events) > issuer.config.max_events:
+            raise InvalidRequest(
+                f"SET carries {len(events)} events; this issuer may send {issuer.config.max_events}"
+            )
+        for event_type, payload in events.items():
+            if not isinstance(payload, dict):
+                raise InvalidRequest(f"event {event_type!r} payload is not an object")
+        sub_id = claims.get("sub_id")
+        if sub_id is not None and not isinstance(sub_id, dict):
+            raise InvalidRequest("sub_id is not an object")
+
+
+def sign_set(
+    claims: Mapping[str, Any],
+    private_key: Any,
+    *,
+    alg: str = "RS256",
+    kid: str | None = None,
+) -> str:
+    """Sign SET claims into a compact JWS with `typ: secevent+jwt`; fills `iat` and `jti`.
+
+    `private_key` is a key object (e.g. from `jwt.PyJWK(jwk).key`), never raw bytes.
+    """
+    if alg in FORBIDDEN_ALGORITHMS or alg.upper().startswith("HS"):
+        raise ValueError(f"algorithm {alg!r} is never used for SETs")
+    if isinstance(private_key, bytes | str):
+        raise TypeError("pass a key object, not raw key bytes")
+    payload = dict(claims)
+    payload.setdefault("iat", int(time.time()))
+    payload.setdefault("jti", uuid.uuid4().hex)
+    headers: dict[str, Any] = {"typ": SET_TYPE}
+    if kid is not None:
+        headers["kid"] = kid
+    return jwt.encode(payload, private_key, algorithm=alg, headers=headers)

@@ -1,0 +1,42 @@
+"""Signing keys as JWKs: generate, load, and publish the public half."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwt.api_jwk import PyJWK
+
+
+def generate_jwk(alg: str = "RS256", kid: str = "key-1") -> dict[str, Any]:
+    """A fresh private JWK (RSA 2048 for RS256/PS256, P-256 for ES256)."""
+    if alg in ("RS256", "PS256"):
+        jwk: dict[str, Any] = RSAAlgorithm.to_jwk(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048), as_dict=True
+        )
+    elif alg == "ES256":
+        jwk = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()), as_dict=True)
+    else:
+        raise ValueError(f"cannot generate keys for {alg!r}")
+    jwk.update({"kid": kid, "alg": alg, "use": "sig"})
+    return jwk
+
+
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+def public_jwk(jwk: dict[str, Any]) -> dict[str, Any]:
+    """The public half of a private JWK."""
+    return {name: value for name, value in jwk.items() if name not in _PRIVATE_MEMBERS}
+
+
+def jwks_of(*jwks: dict[str, Any]) -> dict[str, Any]:
+    return {"keys": [public_jwk(jwk) for jwk in jwks]}
+
+
+def private_key(jwk: dict[str, Any]) -> Any:
+    """The cryptography key object of a private JWK, as `sign_set` wants it."""
+    if "d" not in jwk:
+        raise ValueError("JWK has no private part (`d`)")
+    return PyJWK(jwk).key

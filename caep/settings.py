@@ -1,0 +1,77 @@
+"""The one configuration object. Every setting is an env var `CAEP_<NAME>`; CLI flags override."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Engine settings. Field docs double as the README configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="CAEP_", extra="ignore", frozen=True)
+
+    bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers (host:port[,host:port]). Unset: start the embedded "
+        "Tansu broker.",
+    )
+    trust_file: Path | None = Field(
+        default=None, description="TOML file listing the accepted SET issuers and their keys."
+    )
+    app_id: str = Field(
+        default="caep-engine",
+        description="Faust application id: the consumer group and the prefix of state topics.",
+    )
+    topic_security_events: str = Field(
+        default="caep.security-events", description="Compact SETs in (the JWS string as value)."
+    )
+    topic_decisions: str = Field(
+        default="caep.decisions", description="Decisions out, JSON, keyed by subject."
+    )
+    topic_dead_letter: str = Field(
+        default="caep.dead-letter",
+        description="Rejected input with its RFC 8935 error code, JSON.",
+    )
+    topic_partitions: int = Field(
+        default=4, ge=1, description="Partitions of the topics the engine creates."
+    )
+    producer_idempotence: bool | None = Field(
+        default=None,
+        description="Idempotent producer. Unset: on for an external cluster, off for the embedded "
+        "broker (Tansu does not implement InitProducerId).",
+    )
+    group_session_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Consumer-group session timeout: how long a crashed worker keeps its "
+        "partitions before the group moves them.",
+    )
+    group_rebalance_timeout_seconds: float = Field(
+        default=6.0,
+        gt=0,
+        description="How long a rebalance waits for members to rejoin (Tansu waits this long "
+        "on every join).",
+    )
+    group_heartbeat_interval_seconds: float = Field(
+        default=1.0, gt=0, description="Consumer-group heartbeat interval."
+    )
+    iat_skew_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="How far in the future a SET's `iat` may lie before it is rejected.",
+    )
+    max_set_bytes: int = Field(
+        default=65536, ge=1024, description="Largest SET accepted, in bytes."
+    )
+    web_port: int = Field(
+        default=6066, ge=0, le=65535, description="Port of the worker's web server (0: any)."
+    )
+    log_level: str = Field(default="warning", description="Worker log level.")
+
+    def idempotence_for(self, embedded: bool) -> bool:
+        if self.producer_idempotence is not None:
+            return self.producer_idempotence
+        return not embedded

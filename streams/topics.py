@@ -1,0 +1,37 @@
+"""The engine's topics, and creating them on any Kafka-protocol cluster."""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from caep.settings import Settings
+
+
+def engine_topics(settings: Settings) -> list[str]:
+    return [
+        settings.topic_security_events,
+        settings.topic_decisions,
+        settings.topic_dead_letter,
+    ]
+
+
+async def ensure_topics(
+    bootstrap: str, names: list[str], partitions: int, replication: int = 1
+) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="caep-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in names if name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(name, num_partitions=partitions, replication_factor=replication)
+                     for name in missing]
+                )
+    finally:
+        await admin.close()
