@@ -19,11 +19,12 @@ def generate_jwk(alg: str = "RS256", kid: str = "key-1") -> dict[str, Any]:
         jwk = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()), as_dict=True)
     else:
         raise ValueError(f"cannot generate keys for {alg!r}")
+    jwk.pop("key_ops", None)  # pyjwt writes ["sign"], which would leak into the public half
     jwk.update({"kid": kid, "alg": alg, "use": "sig"})
     return jwk
 
 
-_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k", "key_ops"})
 
 
 def public_jwk(jwk: dict[str, Any]) -> dict[str, Any]:

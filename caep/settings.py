@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(
         default=4, ge=1, description="Partitions of the topics the engine creates."
     )
+    topic_replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor of the topics the engine creates."
+    )
     producer_idempotence: bool | None = Field(
         default=None,
         description="Idempotent producer. Unset: on for an external cluster, off for the embedded "
@@ -47,13 +50,12 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="Consumer-group session timeout: how long a crashed worker keeps its "
-        "partitions before the group moves them.",
+        "partitions before the group moves them. Tansu delays every join by half of it.",
     )
     group_rebalance_timeout_seconds: float = Field(
         default=6.0,
         gt=0,
-        description="How long a rebalance waits for members to rejoin (Tansu waits this long "
-        "on every join).",
+        description="How long a rebalance waits for members to rejoin.",
     )
     group_heartbeat_interval_seconds: float = Field(
         default=1.0, gt=0, description="Consumer-group heartbeat interval."
@@ -65,9 +67,6 @@ class Settings(BaseSettings):
     )
     max_set_bytes: int = Field(
         default=65536, ge=1024, description="Largest SET accepted, in bytes."
-    )
-    web_port: int = Field(
-        default=6066, ge=0, le=65535, description="Port of the worker's web server (0: any)."
     )
     log_level: str = Field(default="warning", description="Worker log level.")
 

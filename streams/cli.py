@@ -84,20 +84,13 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from faust.worker import Worker
-
-    from streams.app import create_app
-    from streams.topics import engine_topics, ensure_topics
+    from streams.worker import run_worker
 
     settings = _settings(args)
     if settings.trust_file is None:
         raise ConfigError("no trust file: pass --trust FILE or set CAEP_TRUST_FILE")
     with _bootstrap_or_embedded(settings) as (bootstrap, embedded):
-        app = create_app(settings, bootstrap, idempotence=settings.idempotence_for(embedded))
-        asyncio.run(ensure_topics(bootstrap, engine_topics(settings), settings.topic_partitions))
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
-        worker.execute_from_commandline()
+        run_worker(settings, bootstrap, embedded=embedded)
     return 0
 
 

@@ -71,6 +71,7 @@ def _write_trust(directory: Path, jwk: dict[str, Any]) -> Path:
 def _start_worker(bootstrap: str, trust: Path, app_id: str, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, CAEP_BOOTSTRAP=bootstrap, CAEP_TRUST_FILE=str(trust),
                CAEP_APP_ID=app_id, CAEP_LOG_LEVEL="info")
+    env.setdefault("CAEP_GROUP_SESSION_TIMEOUT_SECONDS", "6")
     with log.open("wb") as out:
         return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

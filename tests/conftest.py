@@ -1,0 +1,207 @@
+"""Shared fixtures: the real broker, a signing identity provider, engine worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from caep.codec import sign_set
+from caep.keys import generate_jwk, jwks_of, private_key
+from streams.broker import EmbeddedBroker
+from streams.kafka_io import publish, watch
+from streams.topics import ensure_topics
+from streams.worker import READY_LINE
+
+ISSUER = "https://idp.example.com"
+AUDIENCE = "https://rp.example.com"
+SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> Iterator[str]:
+    """The real broker: `CAEP_TEST_BOOTSTRAP` if set, else an embedded Tansu for the session."""
+    external = os.environ.get("CAEP_TEST_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap
+
+
+@dataclass
+class Idp:
+    """A test identity provider: its key, its trust file, and a signer."""
+
+    jwk: dict[str, Any]
+    trust_file: Path
+    jwks_file: Path
+
+    def claims(self, subject: dict[str, Any], event_type: str = SESSION_REVOKED,
+               event: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "jti": uuid.uuid4().hex,
+            "iat": int(time.time()),
+            "sub_id": subject,
+            "events": {event_type: event if event is not None else {
+                "initiating_entity": "policy", "event_timestamp": int(time.time() * 1000)}},
+        }
+        claims.update(overrides)
+        return claims
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return sign_set(claims, private_key(self.jwk), kid=self.jwk["kid"])
+
+
+def write_trust(directory: Path, jwk: dict[str, Any], **extra: str) -> Path:
+    jwks_file = directory / "idp.jwks.json"
+    jwks_file.write_bytes(orjson.dumps(jwks_of(jwk)))
+    lines = ["[[issuer]]", f'iss = "{ISSUER}"', f'audience = "{AUDIENCE}"',
+             f'jwks_file = "{jwks_file.name}"']
+    lines += [f'{name} = "{value}"' for name, value in extra.items()]
+    trust = directory / "trust.toml"
+    trust.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return trust
+
+
+@pytest.fixture(scope="session")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> Idp:
+    directory = tmp_path_factory.mktemp("idp")
+    jwk = generate_jwk("RS256", kid="idp-key-1")
+    trust = write_trust(directory, jwk)
+    return Idp(jwk=jwk, trust_file=trust, jwks_file=directory / "idp.jwks.json")
+
+
+@dataclass
+class Topics:
+    security_events: str
+    decisions: str
+    dead_letter: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CAEP_TOPIC_SECURITY_EVENTS": self.security_events,
+            "CAEP_TOPIC_DECISIONS": self.decisions,
+            "CAEP_TOPIC_DEAD_LETTER": self.dead_letter,
+        }
+
+
+@pytest.fixture(scope="module")
+def topics(bootstrap: str) -> Topics:
+    """Fresh topic names per test module, so no module sees another's records."""
+    suffix = uuid.uuid4().hex[:8]
+    t = Topics(f"t{suffix}.security-events", f"t{suffix}.decisions", f"t{suffix}.dead-letter")
+    asyncio.run(ensure_topics(bootstrap, [t.security_events, t.decisions, t.dead_letter], 4))
+    return t
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[str]
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    output: list[str] = field(default_factory=list)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Observe the worker's own readiness line; fail with its output if it never comes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            if READY_LINE in line:
+                return
+        raise AssertionError("worker never became ready:\n" + "".join(self.output[-60:]))
+
+
+def start_worker(bootstrap: str, trust: Path, topics: Topics, **env: str) -> WorkerProcess:
+    environment = dict(
+        os.environ,
+        CAEP_BOOTSTRAP=bootstrap,
+        CAEP_TRUST_FILE=str(trust),
+        CAEP_APP_ID=f"caep-test-{uuid.uuid4().hex[:8]}",
+        CAEP_GROUP_SESSION_TIMEOUT_SECONDS="6",
+        CAEP_LOG_LEVEL="info",
+        PYTHONUNBUFFERED="1",
+        **topics.env(),
+    )
+    environment.update(env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    worker = WorkerProcess(process)
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            worker.output.append(line)
+            worker.lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return worker
+
+
+def stop_worker(worker: WorkerProcess) -> int:
+    if worker.process.poll() is None:
+        worker.process.terminate()
+        try:
+            worker.process.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+    return worker.process.returncode
+
+
+@pytest.fixture(scope="module")
+def engine(bootstrap: str, idp: Idp, topics: Topics) -> Iterator[WorkerProcess]:
+    """One ready engine worker per module, on fresh topics and a fresh consumer group."""
+    worker = start_worker(bootstrap, idp.trust_file, topics)
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        stop_worker(worker)
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes | None = None) -> None:
+    asyncio.run(publish(bootstrap, topic, [(key, value) for value in values]))
+
+
+def collect(bootstrap: str, topic: str, until: Callable[[list[dict[str, Any]]], bool],
+            timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Read a topic from the start until `until(records)` holds or `timeout` passes."""
+
+    async def run() -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+
+        async def consume() -> None:
+            async for record in watch(bootstrap, topic, idle_timeout=timeout):
+                records.append(record)
+                if until(records) or time.monotonic() > deadline:
+                    return
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(consume(), timeout)
+        return records
+
+    return asyncio.run(run())

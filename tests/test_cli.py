@@ -1,0 +1,105 @@
+"""The `caep` command as a user runs it: real processes, real broker, exit codes and output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+
+from tests.conftest import AUDIENCE, ISSUER, SESSION_REVOKED, Idp
+
+
+def caep(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
+         timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, **(env or {})))
+
+
+def claims_json(**overrides: object) -> str:
+    claims = {
+        "iss": ISSUER, "aud": AUDIENCE,
+        "sub_id": {"format": "email", "email": "dave@example.com"},
+        "events": {SESSION_REVOKED: {"initiating_entity": "admin"}},
+    }
+    claims.update(overrides)
+    return orjson.dumps(claims).decode()
+
+
+def test_keys_generate_sign_and_verify_round_trip(tmp_path: Path) -> None:
+    private, jwks = tmp_path / "k.jwk", tmp_path / "k.jwks.json"
+    assert caep("keys", "generate", "--kid", "cli-1", "--private", str(private),
+                "--jwks", str(jwks)).returncode == 0
+    assert "d" not in orjson.loads(jwks.read_bytes())["keys"][0]
+    trust = tmp_path / "trust.toml"
+    trust.write_text(f'[[issuer]]\niss = "{ISSUER}"\naudience = "{AUDIENCE}"\n'
+                     f'jwks_file = "{jwks.name}"\n', encoding="utf-8")
+    signed = caep("set", "sign", "--key", str(private), stdin=claims_json())
+    assert signed.returncode == 0, signed.stderr
+    token = signed.stdout.strip()
+    assert token.count(".") == 2
+
+    verified = caep("set", "verify", "--trust", str(trust), token)
+    assert verified.returncode == 0, verified.stdout
+    decoded = orjson.loads(verified.stdout)
+    assert decoded["header"] == {"alg": "RS256", "kid": "cli-1", "typ": "secevent+jwt"}
+    assert decoded["claims"]["sub_id"] == {"format": "email", "email": "dave@example.com"}
+    assert isinstance(decoded["claims"]["jti"], str)
+
+    wrong = caep("set", "sign", "--key", str(private), "--aud", "https://elsewhere.example",
+                 stdin=claims_json())
+    rejected = caep("set", "verify", "--trust", str(trust), "-", stdin=wrong.stdout)
+    assert rejected.returncode == 2
+    assert orjson.loads(rejected.stdout)["err"] == "invalid_audience"
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    bad_trust = tmp_path / "bad.toml"
+    bad_trust.write_text("[[issuer]]\niss = 3\n", encoding="utf-8")
+    for args in (
+        ("set", "verify", "token"),
+        ("set", "verify", "--trust", str(bad_trust), "token"),
+        ("worker", "--bootstrap", "127.0.0.1:1", "--trust", str(bad_trust)),
+        ("set", "sign", "--key", str(tmp_path / "missing.jwk")),
+        ("publish", "--topic", "x"),
+    ):
+        result = caep(*args, stdin="{}", env={"CAEP_TRUST_FILE": "", "CAEP_BOOTSTRAP": ""})
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith("caep: error: "), (args, result.stderr)
+        assert result.stderr.strip().count("\n") == 0, (args, result.stderr)
+
+
+def test_publish_and_watch_move_records_through_the_broker(bootstrap: str, idp: Idp) -> None:
+    topic = f"cli-{uuid.uuid4().hex[:8]}"
+    token = idp.sign(idp.claims({"format": "email", "email": "erin@example.com"}))
+    published = caep("publish", "--bootstrap", bootstrap, "--topic", topic, "--key", "k1", "-",
+                     stdin=f"{token}\n\n{{\"hello\": 1}}\n")
+    assert published.returncode == 0, published.stderr
+    assert "published 2 record(s)" in published.stderr
+    watched = caep("watch", "--bootstrap", bootstrap, "--topic", topic, "--count", "2",
+                   "--timeout", "20")
+    assert watched.returncode == 0, watched.stderr
+    records = [orjson.loads(line) for line in watched.stdout.splitlines()]
+    assert [r["value"] for r in records if r["partition"] == records[0]["partition"]] == [
+        token, {"hello": 1}]
+    assert {r["key"] for r in records} == {"k1"}
+
+
+def test_demo_prints_revocations_and_exits_cleanly() -> None:
+    started = time.monotonic()
+    result = caep("demo", "--sessions", "4", "--timeout", "60", env={"CAEP_BOOTSTRAP": "",
+                  "CAEP_GROUP_SESSION_TIMEOUT_SECONDS": "6"}, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    decisions = [line for line in lines if line.startswith("decision:")]
+    assert len(decisions) == 4
+    assert sum("revoke_session" in line for line in decisions) == 3
+    assert sum("revoke_subject" in line for line in decisions) == 1
+    assert "demo: 4 SETs in, 4 revocations out" in lines
+    assert lines[-1] == "demo: worker and broker stopped"
+    assert time.monotonic() - started < 120

@@ -1,0 +1,123 @@
+"""End to end on the real broker: SETs in through Kafka, decisions and dead letters out."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import jwt
+import orjson
+from joserfc import jws
+from joserfc.jwk import RSAKey
+
+from caep.codec import sign_set
+from caep.keys import generate_jwk, private_key
+from tests.conftest import (
+    ISSUER,
+    SESSION_REVOKED,
+    Idp,
+    Topics,
+    WorkerProcess,
+    collect,
+    produce,
+)
+
+
+def sign_with_joserfc(idp: Idp, claims: dict[str, Any]) -> str:
+    """Another JOSE library entirely, as an identity provider might use."""
+    key = RSAKey.import_key(idp.jwk)
+    header = {"alg": "RS256", "typ": "secevent+jwt", "kid": idp.jwk["kid"]}
+    return jws.serialize_compact(header, orjson.dumps(claims), key)
+
+
+def by_jti(jtis: set[str]) -> Any:
+    def until(records: list[dict[str, Any]]) -> bool:
+        seen = {r["value"].get("source_jti") for r in records if isinstance(r["value"], dict)}
+        return jtis <= seen
+    return until
+
+
+def test_session_revoked_from_another_jose_library_becomes_a_decision(
+    bootstrap: str, idp: Idp, topics: Topics, engine: WorkerProcess
+) -> None:
+    subject = {
+        "format": "complex",
+        "user": {"format": "email", "email": "alice@example.com"},
+        "session": {"format": "opaque", "id": "sess-alice-1"},
+        "tenant": {"format": "opaque", "id": "acme"},
+    }
+    claims = idp.claims(subject)
+    token = sign_with_joserfc(idp, claims)
+    published = time.monotonic()
+    produce(bootstrap, topics.security_events, [token.encode()])
+
+    records = collect(bootstrap, topics.decisions, by_jti({claims["jti"]}), timeout=5.0)
+    mine = [r for r in records if r["value"].get("source_jti") == claims["jti"]]
+    assert mine, f"no decision within 5 s; worker said:\n{''.join(engine.output[-30:])}"
+    assert time.monotonic() - published < 5.0
+    record = mine[0]
+    decision = record["value"]
+    assert decision["action"] == "revoke_session"
+    assert decision["session_id"] == "sess-alice-1"
+    assert decision["subject"] == subject
+    assert decision["source_jti"] == claims["jti"]
+    assert decision["source_iss"] == ISSUER
+    assert any(SESSION_REVOKED in reason for reason in decision["reasons"])
+    assert any(claims["jti"] in reason for reason in decision["reasons"])
+    assert uuid.UUID(decision["decision_id"])
+    assert abs(decision["decided_at"] - time.time()) < 60
+    assert record["key"] == decision["subject_key"]
+
+
+def test_subject_without_session_revokes_the_subject_and_redelivery_repeats_the_id(
+    bootstrap: str, idp: Idp, topics: Topics, engine: WorkerProcess
+) -> None:
+    subject = {"format": "email", "email": "bob@example.com"}
+    claims = idp.claims(subject)
+    token = idp.sign(claims).encode()
+    produce(bootstrap, topics.security_events, [token, token])
+
+    def two_copies(records: list[dict[str, Any]]) -> bool:
+        return sum(r["value"].get("source_jti") == claims["jti"] for r in records) >= 2
+
+    records = collect(bootstrap, topics.decisions, two_copies)
+    mine = [r["value"] for r in records if r["value"].get("source_jti") == claims["jti"]]
+    assert len(mine) == 2
+    assert {d["action"] for d in mine} == {"revoke_subject"}
+    assert mine[0]["session_id"] is None
+    assert mine[0]["decision_id"] == mine[1]["decision_id"]
+
+
+def test_invalid_sets_go_to_dead_letter_with_their_code_and_the_worker_keeps_going(
+    bootstrap: str, idp: Idp, topics: Topics, engine: WorkerProcess
+) -> None:
+    subject = {"format": "email", "email": "mallory@example.com"}
+    forger = generate_jwk("RS256", kid=idp.jwk["kid"])
+    forged = sign_set(idp.claims(subject), private_key(forger), kid=idp.jwk["kid"])
+    wrong_audience = idp.sign(idp.claims(subject, aud="https://other-rp.example.com"))
+    plain_jwt = jwt.encode(idp.claims(subject), private_key(idp.jwk), algorithm="RS256",
+                           headers={"kid": idp.jwk["kid"]})
+    unknown_issuer = idp.sign(idp.claims(subject, iss="https://evil.example.com"))
+    garbage = b"\xff\xfe not a token"
+    valid_claims = idp.claims({"format": "email", "email": "carol@example.com"})
+    cases = [forged.encode(), wrong_audience.encode(), plain_jwt.encode(),
+             unknown_issuer.encode(), garbage, idp.sign(valid_claims).encode()]
+    produce(bootstrap, topics.security_events, cases, key=b"same-partition")
+
+    letters = collect(bootstrap, topics.dead_letter, lambda r: len(r) >= 5)
+    codes = [r["value"]["err"] for r in letters]
+    assert codes == ["invalid_key", "invalid_audience", "invalid_request", "invalid_issuer",
+                     "invalid_request"]
+    assert letters[0]["value"]["value"] == forged
+    assert letters[4]["value"]["value_hex"] == garbage.hex()
+    assert all(letter["value"]["description"] for letter in letters)
+
+    decisions = collect(bootstrap, topics.decisions, by_jti({valid_claims["jti"]}))
+    jtis = {r["value"]["source_jti"] for r in decisions}
+    assert valid_claims["jti"] in jtis
+    assert engine.process.poll() is None
+    forged_jtis = {jwt.decode(t, options={"verify_signature": False})["jti"]
+                   for t in (forged, wrong_audience, plain_jwt, unknown_issuer)}
+    assert not jtis & forged_jtis
+
