@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     group_heartbeat_interval_seconds: float = Field(
         default=1.0, gt=0, description="Consumer-group heartbeat interval."
     )
+    consumer_fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        description="Longest a consumer fetch waits for data. Kafka answers as soon as data "
+        "arrives; Tansu always waits this long, so it bounds latency there.",
+    )
     iat_skew_seconds: int = Field(
         default=300,
         ge=0,

@@ -16,6 +16,7 @@ from caep.errors import SetError
 from caep.evaluation import decide
 from caep.settings import Settings
 from caep.trust import TrustStore
+from streams import transport
 
 log = logging.getLogger("caep.worker")
 
@@ -40,7 +41,13 @@ def dead_letter_record(
     return orjson.dumps(record)
 
 
-def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> faust.App:
+class EngineApp(faust.App):
+    """The faust app plus the engine's transport knobs that faust has no setting for."""
+
+    fetch_max_wait_ms: int = transport.DEFAULT_FETCH_MAX_WAIT_MS
+
+
+def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> EngineApp:
     """Build the app; a factory so tests and several workers can each have their own."""
     if settings.trust_file is None:
         raise ValueError("a trust file is required")
@@ -51,9 +58,9 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> faus
     )
     datadir = Path(tempfile.gettempdir()) / "caep-engine" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = EngineApp(
         settings.app_id,
-        broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
+        broker=[f"{transport.SCHEME}://{server.strip()}" for server in bootstrap.split(",")],
         datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         producer_acks=-1,
@@ -64,6 +71,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> faus
         broker_session_timeout=settings.group_session_timeout_seconds,
         broker_heartbeat_interval=settings.group_heartbeat_interval_seconds,
     )
+    app.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                            "key_serializer": "raw", "value_serializer": "raw"}
     security_events = app.topic(settings.topic_security_events, **raw)

@@ -21,6 +21,7 @@ from caep.settings import Settings
 from streams.broker import EmbeddedBroker
 from streams.kafka_io import publish, watch
 from streams.topics import engine_topics, ensure_topics
+from streams.worker import READY_LINE
 
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 ISSUER = "https://idp.demo.example"
@@ -77,23 +78,32 @@ def _start_worker(bootstrap: str, trust: Path, app_id: str, log: Path) -> subpro
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
+def _wait_ready(worker: subprocess.Popen[bytes], log: Path, wait_seconds: float) -> bool:
+    """Observe the worker's readiness line in its log; False if it dies or never says it."""
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline and worker.poll() is None:
+        if READY_LINE in log.read_text(encoding="utf-8", errors="replace"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 async def _run(bootstrap: str, settings: Settings, sets: list[tuple[str, dict[str, Any]]],
                wait_seconds: float) -> int:
     await ensure_topics(bootstrap, engine_topics(settings), settings.topic_partitions)
-    sent_at: dict[str, float] = {}
     print(f"idp: publishing {len(sets)} signed session-revoked SETs to "
           f"{settings.topic_security_events}", flush=True)
-    for token, claims in sets:
-        sent_at[claims["jti"]] = time.time()
-        await publish(bootstrap, settings.topic_security_events, [(None, token.encode())])
-    pending = set(sent_at)
+    published_at = time.time()
+    await publish(bootstrap, settings.topic_security_events,
+                  [(None, token.encode()) for token, _ in sets])
+    pending = {claims["jti"] for _, claims in sets}
     deadline = time.monotonic() + wait_seconds
     async for record in watch(bootstrap, settings.topic_decisions, idle_timeout=wait_seconds):
         decision = record["value"]
         if not isinstance(decision, dict) or decision.get("source_jti") not in pending:
             continue
         pending.discard(decision["source_jti"])
-        latency_ms = (time.time() - sent_at[decision["source_jti"]]) * 1000
+        latency_ms = record["timestamp_ms"] - published_at * 1000
         who = decision["subject"].get("user", decision["subject"])
         target = f"session {decision['session_id']}" if decision["session_id"] else "all sessions"
         print(f"decision: {decision['action']:<15} {who.get('email', who)!s:<22} {target:<22} "
@@ -123,8 +133,14 @@ def run_demo(settings: Settings, *, sessions: int, timeout: float) -> int:
             print(f"broker: embedded Tansu at {bootstrap}", flush=True)
         log = directory / "worker.log"
         worker = _start_worker(bootstrap, trust, f"caep-demo-{uuid.uuid4().hex[:8]}", log)
-        print(f"worker: started (pid {worker.pid})", flush=True)
+        started = time.monotonic()
         try:
+            if not _wait_ready(worker, log, timeout):
+                print("demo: the worker did not become ready:", file=sys.stderr)
+                print(log.read_text(encoding="utf-8", errors="replace")[-2000:], file=sys.stderr)
+                return 1
+            print(f"worker: ready after {time.monotonic() - started:.1f} s (pid {worker.pid})",
+                  flush=True)
             code = asyncio.run(_run(bootstrap, settings, sets, timeout))
             if code != 0:
                 print(log.read_text(encoding="utf-8", errors="replace")[-2000:], file=sys.stderr)
