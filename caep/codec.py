@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from jwt.algorithms import Algorithm, get_default_algorithms
+import orjson
 
 from caep.errors import InvalidAudience, InvalidIssuer, InvalidKey, InvalidRequest
+from caep.events import Event, UnrecognizedEvent, parse_event
+from caep.subjects import Subject, parse_subject, tenant_of
 from caep.trust import FORBIDDEN_ALGORITHMS, TrustedIssuer, TrustStore
 
 SET_TYPE = "secevent+jwt"
@@ -27,17 +29,39 @@ DEFAULT_MAX_BYTES = 65536
 DEFAULT_IAT_SKEW = 300
 UNDERSTOOD_CRITICAL_HEADERS: frozenset[str] = frozenset()
 
-_ALGORITHMS: dict[str, Algorithm] = get_default_algorithms()
 _B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
+
+
+class UnknownKey(InvalidKey):
+    """No key of a trusted issuer matches the token's `kid`: the issuer may have rotated keys."""
+
+    def __init__(self, description: str, issuer: TrustedIssuer) -> None:
+        super().__init__(description)
+        self.issuer = issuer
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectEvent:
+    """One event of a SET with the subject it is about, both typed."""
+
+    event_type: str
+    event: Event | UnrecognizedEvent
+    subject: Subject
+    subject_raw: dict[str, Any]
+
+    @property
+    def recognized(self) -> bool:
+        return isinstance(self.event, Event)
 
 
 @dataclass(frozen=True, slots=True)
 class VerifiedSet:
-    """A SET whose signature, issuer, audience and structure have all been checked."""
+    """A SET whose signature, issuer, audience, structure and event payloads are all checked."""
 
     header: dict[str, Any]
     claims: dict[str, Any]
     issuer: TrustedIssuer
+    items: tuple[SubjectEvent, ...]
 
     @property
     def iss(self) -> str:
@@ -56,17 +80,9 @@ class VerifiedSet:
         events: dict[str, dict[str, Any]] = self.claims["events"]
         return events
 
-    @property
-    def tenant(self) -> str:
-        return self.issuer.config.tenant_id
-
-    def subject_of(self, event_type: str) -> dict[str, Any] | None:
-        """The event's subject: SSF's top-level `sub_id`, else the legacy in-event `subject`."""
-        sub_id = self.claims.get("sub_id")
-        if isinstance(sub_id, dict):
-            return sub_id
-        legacy = self.events.get(event_type, {}).get("subject")
-        return legacy if isinstance(legacy, dict) else None
+    def tenant_for(self, item: SubjectEvent) -> str:
+        """The subject's `tenant` member if it has one, else the issuer's configured tenant."""
+        return tenant_of(item.subject) or self.issuer.config.tenant_id
 
 
 def _b64decode(segment: str, what: str) -> bytes:
@@ -89,16 +105,26 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """Parse once with orjson (strict RFC 8259: no NaN, no lone surrogates, UTF-8 only) and
+    refuse duplicate members, which orjson alone would resolve silently to the last one.
+
+    When orjson's re-serialisation is byte-identical to the input, the input cannot have held
+    a duplicate (the re-serialisation would lack it): compact JSON from common JOSE libraries
+    stops there. Anything else is re-read once with a duplicate check.
+    """
     try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
-    except InvalidRequest as exc:
-        raise InvalidRequest(f"{what}: {exc.description}") from None
-    except UnicodeDecodeError:
-        raise InvalidRequest(f"{what} is not UTF-8") from None
-    except (ValueError, RecursionError):
-        raise InvalidRequest(f"{what} is not valid JSON") from None
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(f"{what} is not valid UTF-8 JSON") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"{what} is not a JSON object")
+    if orjson.dumps(value) != raw:
+        try:
+            json.loads(raw, object_pairs_hook=_unique_keys)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"{what}: {exc.description}") from None
+        except (ValueError, RecursionError):
+            raise InvalidRequest(f"{what} is not valid JSON") from None
     return value
 
 
@@ -169,16 +195,16 @@ class SetVerifier:
             raise InvalidKey(f"algorithm {alg!r} is not allowed for issuer {iss!r}")
         keys = issuer.candidates(kid, alg)
         if not keys:
-            raise InvalidKey(f"no key of issuer {iss!r} with kid {kid!r} for {alg}")
+            raise UnknownKey(f"no key of issuer {iss!r} with kid {kid!r} for {alg}", issuer)
 
         signature = _b64decode(signature_b64, "signature")
         signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
-        algorithm = _ALGORITHMS[alg]
-        if not any(algorithm.verify(signing_input, k.key, signature) for k in keys):
+        if not any(k.check(signing_input, signature) for k in keys):
             raise InvalidKey("signature does not verify")
 
         self._check_claims(claims, issuer, time.time() if now is None else now)
-        return VerifiedSet(header=header, claims=claims, issuer=issuer)
+        return VerifiedSet(header=header, claims=claims, issuer=issuer,
+                           items=self._typed_events(claims))
 
     @staticmethod
     def _check_audience(aud: Any, issuer: TrustedIssuer) -> None:
@@ -215,12 +241,31 @@ class SetVerifier:
             raise InvalidRequest(
                 f"SET carries {len(events)} events; this issuer may send {issuer.config.max_events}"
             )
-        for event_type, payload in events.items():
-            if not isinstance(payload, dict):
-                raise InvalidRequest(f"event {event_type!r} payload is not an object")
-        sub_id = claims.get("sub_id")
-        if sub_id is not None and not isinstance(sub_id, dict):
-            raise InvalidRequest("sub_id is not an object")
+
+    @staticmethod
+    def _typed_events(claims: Mapping[str, Any]) -> tuple[SubjectEvent, ...]:
+        """Each event parsed by its model, with its subject: `sub_id`, else the legacy
+        in-event `subject` (SSF 1.0 section 3.1.1)."""
+        raw_sub_id = claims.get("sub_id")
+        sub_id = parse_subject(raw_sub_id) if raw_sub_id is not None else None
+        items = []
+        for event_type, payload in claims["events"].items():
+            event = parse_event(event_type, payload)
+            subject: Subject | None = sub_id
+            raw: Any = raw_sub_id
+            if subject is None:
+                legacy = payload.get("subject") if isinstance(payload, dict) else None
+                if legacy is None:
+                    raise InvalidRequest(f"event {event_type}: the SET names no subject (sub_id)")
+                subject, raw = parse_subject(legacy), legacy
+            allowed = event.subject_formats if isinstance(event, Event) else None
+            if allowed is not None and subject.format not in allowed:
+                raise InvalidRequest(
+                    f"event {event_type}: subject format {subject.format!r} is not one of "
+                    f"{sorted(allowed)}"
+                )
+            items.append(SubjectEvent(event_type, event, subject, dict(raw)))
+        return tuple(items)
 
 
 def sign_set(

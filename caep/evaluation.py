@@ -2,49 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
-
-from caep.codec import VerifiedSet
+from caep.codec import SubjectEvent, VerifiedSet
 from caep.decisions import Action, Decision, decision_id
-
-SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
-
-
-def _subject_key(tenant: str, subject: dict[str, Any]) -> str:
-    return tenant + "|" + orjson.dumps(subject, option=orjson.OPT_SORT_KEYS).decode()
+from caep.events import SessionRevoked
+from caep.subjects import session_id_of, subject_key
 
 
-def _session_id(subject: dict[str, Any]) -> str | None:
-    session = subject.get("session") if subject.get("format") == "complex" else None
-    if isinstance(session, dict) and isinstance(session.get("id"), str):
-        return str(session["id"])
-    return None
+def partition_key(tenant: str, item: SubjectEvent) -> str:
+    """Tenant plus canonical subject: all of one subject's records land in one partition."""
+    return f"{tenant}|{subject_key(item.subject)}"
 
 
 def decide(verified: VerifiedSet, now: float) -> list[Decision]:
     """Decisions for one verified SET."""
     decisions: list[Decision] = []
-    for event_type in verified.events:
-        if event_type != SESSION_REVOKED:
+    for item in verified.items:
+        if not isinstance(item.event, SessionRevoked):
             continue
-        subject = verified.subject_of(event_type)
-        if subject is None:
-            continue
-        session_id = _session_id(subject)
+        session_id = session_id_of(item.subject)
         action = Action.REVOKE_SESSION if session_id else Action.REVOKE_SUBJECT
+        tenant = verified.tenant_for(item)
         decisions.append(
             Decision(
                 decision_id=decision_id(
                     iss=verified.iss, jti=verified.jti, action=action, session_id=session_id
                 ),
                 action=action,
-                tenant=verified.tenant,
-                subject=subject,
-                subject_key=_subject_key(verified.tenant, subject),
+                tenant=tenant,
+                subject=item.subject_raw,
+                subject_key=partition_key(tenant, item),
                 session_id=session_id,
-                reasons=[f"event {event_type}", f"jti {verified.jti}"],
+                reasons=[f"event {item.event_type}", f"jti {verified.jti}"],
                 source_jti=verified.jti,
                 source_iss=verified.iss,
                 decided_at=now,

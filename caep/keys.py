@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.api_jwk import PyJWK
 
 
 def generate_jwk(alg: str = "RS256", kid: str = "key-1") -> dict[str, Any]:
-    """A fresh private JWK (RSA 2048 for RS256/PS256, P-256 for ES256)."""
+    """A fresh private JWK (RSA 2048 for RS256/PS256, P-256 for ES256, Ed25519 for EdDSA)."""
     if alg in ("RS256", "PS256"):
         jwk: dict[str, Any] = RSAAlgorithm.to_jwk(
             rsa.generate_private_key(public_exponent=65537, key_size=2048), as_dict=True
         )
     elif alg == "ES256":
         jwk = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()), as_dict=True)
+    elif alg == "EdDSA":
+        jwk = OKPAlgorithm.to_jwk(ed25519.Ed25519PrivateKey.generate(), as_dict=True)
     else:
         raise ValueError(f"cannot generate keys for {alg!r}")
     jwk.pop("key_ops", None)  # pyjwt writes ["sign"], which would leak into the public half
@@ -37,7 +39,10 @@ def jwks_of(*jwks: dict[str, Any]) -> dict[str, Any]:
 
 
 def private_key(jwk: dict[str, Any]) -> Any:
-    """The cryptography key object of a private JWK, as `sign_set` wants it."""
+    """The cryptography key object of a private JWK, as `sign_set` wants it.
+
+    Building it re-validates the key (tens of milliseconds for RSA): build it once, reuse it.
+    """
     if "d" not in jwk:
         raise ValueError("JWK has no private part (`d`)")
     return PyJWK(jwk).key

@@ -6,6 +6,8 @@ The trust file is TOML::
     iss = "https://idp.example.com"
     audience = "https://rp.example.com"
     jwks_file = "keys/idp.jwks.json"        # or jwks_uri = "https://..."
+    jwks_ca_file = "private-ca.pem"         # optional: CA bundle for the jwks_uri's TLS
+    jwks_min_refetch_seconds = 30           # optional: refetch on unknown kid at most this often
     algorithms = ["RS256"]                  # optional allow-list, default RS256
     tenant = "acme"                         # optional, default: the issuer
 
@@ -15,13 +17,12 @@ Relative `jwks_file` paths are resolved against the trust file's directory.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from jwt.algorithms import get_default_algorithms
 from jwt.api_jwk import PyJWK
 from jwt.exceptions import PyJWKError
 from pydantic import (
@@ -35,6 +36,7 @@ from pydantic import (
 )
 
 from caep.errors import ConfigError
+from caep.signatures import SignatureCheck, signature_check
 
 #: Algorithms never accepted, whatever a trust file says: unsigned and shared-secret JWS.
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
@@ -42,7 +44,6 @@ SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "
                                   "ES256", "ES384", "ES512", "EdDSA"})
 MIN_RSA_BITS = 2048
 
-_ALGORITHMS = get_default_algorithms()
 
 
 class IssuerConfig(BaseModel):
@@ -54,6 +55,8 @@ class IssuerConfig(BaseModel):
     audience: str | list[str]
     jwks_file: Path | None = None
     jwks_uri: HttpUrl | None = None
+    jwks_ca_file: Path | None = None
+    jwks_min_refetch_seconds: float = Field(default=30.0, ge=0)
     algorithms: list[str] = Field(default_factory=lambda: ["RS256"], min_length=1)
     tenant: str | None = None
     allow_multiple_audiences: bool = False
@@ -99,11 +102,12 @@ class TrustFile(BaseModel):
 
 @dataclass(frozen=True)
 class VerificationKey:
-    """A prepared public key: the algorithm object and key object pyjwt verifies with."""
+    """A public key prepared for one algorithm: `check(signing_input, signature) -> bool`."""
 
     kid: str | None
     alg: str
     key: Any
+    check: SignatureCheck
 
 
 @dataclass
@@ -164,21 +168,14 @@ def load_jwks(
             bits = getattr(key, "key_size", None)
             if jwk.get("kty") == "RSA" and (bits is None or bits < MIN_RSA_BITS):
                 raise ConfigError(f"{where}: RSA key of {bits} bits; at least {MIN_RSA_BITS}")
-            prepared.setdefault(kid, []).append(VerificationKey(kid, alg, key))
+            try:
+                check = signature_check(alg, key)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            prepared.setdefault(kid, []).append(VerificationKey(kid, alg, key, check))
     if not prepared:
         raise ConfigError(f"{origin}: no key usable with algorithms {allowed}")
     return prepared
-
-
-def _fetch_jwks(uri: str) -> Any:
-    import urllib.request
-
-    request = urllib.request.Request(uri, headers={"Accept": "application/json"})  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return orjson.loads(response.read(1_000_001))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot fetch JWKS from {uri}: {exc}") from None
 
 
 class TrustStore:
@@ -191,7 +188,10 @@ class TrustStore:
         return self.issuers.get(iss)
 
     @classmethod
-    def from_file(cls, path: Path) -> TrustStore:
+    def from_file(
+        cls, path: Path, fetch: Callable[[IssuerConfig], Any] | None = None
+    ) -> TrustStore:
+        """Load and check the whole trust file; `jwks_uri` keys are fetched now (`fetch`)."""
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
@@ -211,7 +211,7 @@ class TrustStore:
             if config.iss in seen:
                 raise ConfigError(f"trust file {path}: issuer {config.iss!r} listed twice")
             seen.add(config.iss)
-            issuers.append(_load_issuer(config, path.parent))
+            issuers.append(_load_issuer(config, path.parent, fetch))
         return cls(issuers)
 
     @classmethod
@@ -221,7 +221,9 @@ class TrustStore:
         return cls([TrustedIssuer(config, keys)])
 
 
-def _load_issuer(config: IssuerConfig, base: Path) -> TrustedIssuer:
+def _load_issuer(
+    config: IssuerConfig, base: Path, fetch: Callable[[IssuerConfig], Any] | None
+) -> TrustedIssuer:
     if config.jwks_file is not None:
         jwks_path = config.jwks_file if config.jwks_file.is_absolute() else base / config.jwks_file
         try:
@@ -234,6 +236,12 @@ def _load_issuer(config: IssuerConfig, base: Path) -> TrustedIssuer:
             raise ConfigError(f"issuer {config.iss}: {jwks_path} is not JSON: {exc}") from None
         origin = str(jwks_path)
     else:
+        if fetch is None:
+            from caep.jwks import fetch_jwks
+
+            fetch = fetch_jwks
+        if config.jwks_ca_file is not None and not config.jwks_ca_file.is_absolute():
+            config = config.model_copy(update={"jwks_ca_file": base / config.jwks_ca_file})
         origin = str(config.jwks_uri)
-        document = _fetch_jwks(origin)
+        document = fetch(config)
     return TrustedIssuer(config, load_jwks(document, config.algorithms, origin))

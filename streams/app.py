@@ -14,6 +14,7 @@ import orjson
 from caep.codec import SetVerifier
 from caep.errors import SetError
 from caep.evaluation import decide
+from caep.jwks import KeyRefresher
 from caep.settings import Settings
 from caep.trust import TrustStore
 from streams import transport
@@ -58,6 +59,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
     )
     datadir = Path(tempfile.gettempdir()) / "caep-engine" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    refresher = KeyRefresher()
     app = EngineApp(
         settings.app_id,
         broker=[f"{transport.SCHEME}://{server.strip()}" for server in bootstrap.split(",")],
@@ -86,7 +88,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
             message = event.message
             value: bytes = event.value if isinstance(event.value, bytes) else b""
             try:
-                verified = verifier.verify(value)
+                verified = await refresher.averify(verifier, value)
             except SetError as error:
                 log.info("dead letter: %s %s", error.code.value, error.description)
                 body = dead_letter_record(
@@ -95,6 +97,10 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                 )
                 await (await dead_letter.send(key=event.key, value=body))
                 continue
+            for item in verified.items:
+                if not item.recognized:
+                    log.warning("unrecognized event type %s in SET jti=%s from %s: kept, not "
+                                "acted on", item.event_type, verified.jti, verified.iss)
             for decision in decide(verified, time.time()):
                 sent = await decisions_topic.send(
                     key=decision.subject_key.encode(), value=decision.to_json()

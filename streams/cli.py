@@ -122,6 +122,8 @@ def cmd_set_sign(args: argparse.Namespace) -> int:
 
 def cmd_set_verify(args: argparse.Namespace) -> int:
     from caep.codec import SetVerifier
+    from caep.jwks import KeyRefresher
+    from caep.subjects import subject_key
     from caep.trust import TrustStore
 
     settings = _settings(args)
@@ -131,11 +133,18 @@ def cmd_set_verify(args: argparse.Namespace) -> int:
                            max_bytes=settings.max_set_bytes, iat_skew=settings.iat_skew_seconds)
     token = args.token if args.token not in (None, "-") else sys.stdin.read()
     try:
-        verified = verifier.verify(token)
+        verified = KeyRefresher().verify(verifier, token)
     except SetError as error:
         print(orjson.dumps(error.to_dict()).decode())
         return EXIT_USAGE
-    print(orjson.dumps({"header": verified.header, "claims": verified.claims}).decode())
+    events = [
+        {"event_type": item.event_type, "recognized": item.recognized,
+         "subject_key": subject_key(item.subject), "tenant": verified.tenant_for(item),
+         "event": item.event.model_dump(mode="json", exclude_none=True)}
+        for item in verified.items
+    ]
+    print(orjson.dumps({"header": verified.header, "claims": verified.claims,
+                        "events": events}).decode())
     return 0
 
 
@@ -242,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_parser = sub.add_parser("keys", help="signing keys")
     keys_sub = keys_parser.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     p = keys_sub.add_parser("generate", help="generate a private JWK and its public JWKS")
-    p.add_argument("--alg", default="RS256", choices=["RS256", "PS256", "ES256"])
+    p.add_argument("--alg", default="RS256", choices=["RS256", "PS256", "ES256", "EdDSA"])
     p.add_argument("--kid", default="key-1")
     p.add_argument("--private", required=True, help="where to write the private JWK")
     p.add_argument("--jwks", required=True, help="where to write the public JWKS")

@@ -16,6 +16,7 @@ from joserfc.jwk import RSAKey
 
 from caep.codec import SetVerifier, sign_set
 from caep.errors import ErrorCode, SetError
+from caep.events import SessionRevoked
 from caep.keys import generate_jwk, jwks_of, private_key, public_jwk
 from caep.trust import IssuerConfig, TrustStore
 
@@ -47,13 +48,17 @@ def verifier(**config: Any) -> SetVerifier:
     return SetVerifier(TrustStore.from_jwks(cfg, jwks_of(JWK, EC_JWK)))
 
 
+KEY_OBJECTS = {id(JWK): private_key(JWK), id(EC_JWK): private_key(EC_JWK)}
+
+
 def sign(payload: dict[str, Any], jwk: dict[str, Any] = JWK, alg: str = "RS256") -> str:
-    return sign_set(payload, private_key(jwk), alg=alg, kid=jwk["kid"])
+    key = KEY_OBJECTS.get(id(jwk)) or private_key(jwk)
+    return sign_set(payload, key, alg=alg, kid=jwk["kid"])
 
 
 def sign_exactly(payload: dict[str, Any]) -> str:
     """Sign without `sign_set` filling in a missing iat or jti."""
-    return jwt.encode(payload, private_key(JWK), algorithm="RS256",
+    return jwt.encode(payload, KEY_OBJECTS[id(JWK)], algorithm="RS256",
                       headers={"typ": "secevent+jwt", "kid": "k1"})
 
 
@@ -76,8 +81,12 @@ def test_valid_set_verifies_with_its_claims() -> None:
     assert verified.iss == ISS
     assert verified.jti == "jti-1"
     assert verified.events == {REVOKED: {"initiating_entity": "policy"}}
-    assert verified.subject_of(REVOKED) == {"format": "email", "email": "a@example.com"}
-    assert verified.tenant == ISS
+    (item,) = verified.items
+    assert isinstance(item.event, SessionRevoked)
+    assert item.event.initiating_entity == "policy"
+    assert item.subject_raw == {"format": "email", "email": "a@example.com"}
+    assert item.subject.format == "email"
+    assert verified.tenant_for(item) == ISS
     assert verifier().verify(token.encode()).claims == verified.claims
 
 
@@ -201,3 +210,38 @@ def test_error_body_is_rfc8935_shaped() -> None:
     body = info.value.to_dict()
     assert body["err"] == "invalid_audience"
     assert "audience" in body["description"]
+
+
+ALL_ALGS = ["RS256", "PS256", "ES256", "EdDSA"]
+ALG_KEYS = {alg: generate_jwk(alg, kid=f"k-{alg}") for alg in ALL_ALGS}
+
+
+def multi_alg_verifier(allowed: list[str]) -> SetVerifier:
+    cfg = IssuerConfig(iss=ISS, audience=AUD, jwks_file="unused.json", algorithms=allowed)
+    return SetVerifier(TrustStore.from_jwks(cfg, jwks_of(*ALG_KEYS.values())))
+
+
+@pytest.mark.parametrize("alg", ALL_ALGS)
+def test_every_configured_algorithm_verifies_joserfc_tokens_and_ours(alg: str) -> None:
+    from joserfc.jwk import import_key
+
+    jwk = ALG_KEYS[alg]
+    header = {"alg": alg, "typ": "secevent+jwt", "kid": jwk["kid"]}
+    theirs = jws.serialize_compact(header, orjson.dumps(claims()), import_key(jwk),
+                                   algorithms=[alg])
+    ours = sign_set(claims(), private_key(jwk), alg=alg, kid=jwk["kid"])
+    assert multi_alg_verifier(ALL_ALGS).verify(theirs).jti == "jti-1"
+    assert multi_alg_verifier(ALL_ALGS).verify(ours).jti == "jti-1"
+    others = [a for a in ALL_ALGS if a != alg]
+    assert code_of(ours, multi_alg_verifier(others)) is ErrorCode.INVALID_KEY
+    public = import_key({k: v for k, v in jwk.items() if k not in ("d", "p", "q", "dp", "dq",
+                                                                  "qi")})
+    assert jws.deserialize_compact(ours, public, algorithms=[alg]).protected["alg"] == alg
+
+
+def test_ecdsa_signature_of_wrong_length_is_invalid_key() -> None:
+    jwk = ALG_KEYS["ES256"]
+    token = sign_set(claims(), private_key(jwk), alg="ES256", kid=jwk["kid"])
+    head, body, signature = token.split(".")
+    short = f"{head}.{body}.{b64(base64.urlsafe_b64decode(signature + '==')[:-1])}"
+    assert code_of(short, multi_alg_verifier(["ES256"])) is ErrorCode.INVALID_KEY

@@ -1,0 +1,136 @@
+"""Benchmark figures on disk: each benchmark merges its own entry into `bench/results.json`.
+
+One shared file so `bench.run_all` can print one combined table; each entry carries the machine
+facts of its own run, because a rate means nothing without the machine it was measured on.
+
+An entry is ``{"machine": {...}, "quick": bool, "figures": [Figure], "checks": [Check],
+"details": {...}}``: `figures` and `checks` are the generic rows every table shows, `details`
+is whatever the benchmark wants to keep (per-round samples and the like).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypedDict
+
+RESULTS_PATH = Path(__file__).with_name("results.json")
+
+
+class Figure(TypedDict):
+    """One measured figure, e.g. ``{"name": "RS256 verify engine", "value": 1e4, "unit": "/s"}``."""
+
+    name: str
+    value: float
+    unit: str
+
+
+class Check(TypedDict):
+    """A headline ratio against its goal; `met` is informational, never a failure."""
+
+    name: str
+    value: float
+    goal: float
+    met: bool
+
+
+def check(name: str, value: float, goal: float) -> Check:
+    """A ratio that should be at least `goal`."""
+    return {"name": name, "value": value, "goal": goal, "met": value >= goal}
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the figures depend on besides the code: cores, interpreter, when."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def load(path: Path = RESULTS_PATH) -> dict[str, Any]:
+    """All entries of a results file; an absent file has none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a benchmark results file (not a JSON object)")
+    return data
+
+
+def record(
+    key: str,
+    *,
+    figures: Iterable[Figure],
+    checks: Iterable[Check],
+    details: Mapping[str, Any] | None = None,
+    quick: bool = False,
+    path: Path = RESULTS_PATH,
+) -> dict[str, Any]:
+    """Merge one benchmark's entry under `key`, keeping every other benchmark's entry.
+
+    The file is replaced atomically, so an interrupted run never leaves half a file behind.
+    """
+    entry: dict[str, Any] = {
+        "machine": machine_facts(),
+        "quick": quick,
+        "figures": list(figures),
+        "checks": list(checks),
+        "details": dict(details or {}),
+    }
+    data = load(path)
+    data[key] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=2, sort_keys=True)
+            out.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return entry
+
+
+def _number(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
+
+
+def render(data: Mapping[str, Any]) -> str:
+    """The combined table of every entry: figures, then checks with PASS/MISS."""
+    lines: list[str] = []
+    for key in sorted(data):
+        entry = data[key]
+        machine = entry.get("machine", {})
+        mode = "quick" if entry.get("quick") else "full"
+        lines.append(
+            f"== {key}  ({mode} run, {machine.get('timestamp', '?')}, "
+            f"{machine.get('implementation', '')} {machine.get('python', '?')}, "
+            f"{machine.get('cpu_count', '?')} CPUs)"
+        )
+        figures = entry.get("figures", [])
+        width = max([len(f["name"]) for f in figures] + [len(c["name"]) for c in entry.get(
+            "checks", [])] + [10])
+        for figure in figures:
+            lines.append(
+                f"   {figure['name']:<{width}}  {_number(figure['value']):>12}  {figure['unit']}"
+            )
+        for item in entry.get("checks", []):
+            verdict = "PASS" if item["met"] else "MISS"
+            lines.append(
+                f"   {item['name']:<{width}}  {item['value']:>12.2f}  "
+                f"goal >= {item['goal']:.2f}  {verdict}"
+            )
+    return "\n".join(lines)
