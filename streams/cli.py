@@ -111,6 +111,8 @@ def cmd_set_sign(args: argparse.Namespace) -> int:
         claims["iss"] = args.iss
     if args.aud:
         claims["aud"] = args.aud
+    if not args.unchecked:
+        _check_claims_conform(claims)
     alg = args.alg or jwk.get("alg") or "RS256"
     try:
         key = private_key(jwk)
@@ -118,6 +120,23 @@ def cmd_set_sign(args: argparse.Namespace) -> int:
         raise ConfigError(f"unusable private JWK {args.key}: {exc}") from None
     print(sign_set(claims, key, alg=alg, kid=args.kid or jwk.get("kid")))
     return 0
+
+
+def _check_claims_conform(claims: dict[str, Any]) -> None:
+    """Refuse to sign events or a subject the receiving side would reject."""
+    from caep.events import parse_event
+    from caep.subjects import parse_subject
+
+    events = claims.get("events")
+    if not isinstance(events, dict) or not events:
+        raise ConfigError("SET claims need a non-empty `events` object")
+    try:
+        if "sub_id" in claims:
+            parse_subject(claims["sub_id"])
+        for event_type, payload in events.items():
+            parse_event(event_type, payload)
+    except SetError as error:
+        raise ConfigError(f"{error.description} (sign anyway with --unchecked)") from None
 
 
 def cmd_set_verify(args: argparse.Namespace) -> int:
@@ -241,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kid", help="key id (default: the JWK's kid)")
     p.add_argument("--iss", help="set the iss claim")
     p.add_argument("--aud", help="set the aud claim")
+    p.add_argument("--unchecked", action="store_true",
+                   help="sign even if the events or subject do not conform (negative tests)")
     p.add_argument("claims", nargs="?", help="claims JSON file, or - for stdin (default)")
     p.set_defaults(func=cmd_set_sign)
     p = set_sub.add_parser("verify", help="verify a SET against the trust file")

@@ -50,6 +50,20 @@ def test_keys_generate_sign_and_verify_round_trip(tmp_path: Path) -> None:
     assert decoded["header"] == {"alg": "RS256", "kid": "cli-1", "typ": "secevent+jwt"}
     assert decoded["claims"]["sub_id"] == {"format": "email", "email": "dave@example.com"}
     assert isinstance(decoded["claims"]["jti"], str)
+    (event,) = decoded["events"]
+    assert event["event_type"] == SESSION_REVOKED
+    assert event["recognized"] is True
+    assert event["event"] == {"initiating_entity": "admin"}
+    assert event["tenant"] == ISSUER
+
+    bad = claims_json(events={SESSION_REVOKED: {"initiating_entity": "robot"}})
+    refused = caep("set", "sign", "--key", str(private), stdin=bad)
+    assert refused.returncode == 2
+    assert "initiating_entity" in refused.stderr and "--unchecked" in refused.stderr
+    forced = caep("set", "sign", "--key", str(private), "--unchecked", stdin=bad)
+    assert forced.returncode == 0
+    invalid = caep("set", "verify", "--trust", str(trust), forced.stdout.strip())
+    assert orjson.loads(invalid.stdout)["err"] == "invalid_request"
 
     wrong = caep("set", "sign", "--key", str(private), "--aud", "https://elsewhere.example",
                  stdin=claims_json())
