@@ -28,6 +28,7 @@ SET_TYPE = "secevent+jwt"
 DEFAULT_MAX_BYTES = 65536
 DEFAULT_IAT_SKEW = 300
 UNDERSTOOD_CRITICAL_HEADERS: frozenset[str] = frozenset()
+HEADER_CACHE_SIZE = 256
 
 _B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
 
@@ -85,10 +86,10 @@ class VerifiedSet:
         return tenant_of(item.subject) or self.issuer.config.tenant_id
 
 
-def _b64decode(segment: str, what: str) -> bytes:
-    if not segment or "=" in segment:
+def _b64decode(segment: bytes, what: str) -> bytes:
+    if not segment or b"=" in segment:
         raise InvalidRequest(f"{what} is not unpadded base64url")
-    data = segment.encode("ascii").translate(_B64_TRANSLATE)
+    data = segment.translate(_B64_TRANSLATE)
     try:
         return binascii.a2b_base64(data + b"=" * (-len(data) % 4), strict_mode=True)
     except (binascii.Error, ValueError):
@@ -141,29 +142,72 @@ class SetVerifier:
         self.trust = trust
         self.max_bytes = max_bytes
         self.iat_skew = iat_skew
+        self._headers: dict[bytes, tuple[dict[str, Any], str, str | None]] = {}
 
     def verify(self, token: str | bytes, *, now: float | None = None) -> VerifiedSet:
-        if isinstance(token, bytes):
+        """Every check: the SET itself (`verify_envelope`), then each event and its subject
+        against their models. What every entry point calls."""
+        header, claims, issuer = self.verify_envelope(token, now=now)
+        return VerifiedSet(header=header, claims=claims, issuer=issuer,
+                           items=self._typed_events(claims))
+
+    def verify_envelope(
+        self, token: str | bytes, *, now: float | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], TrustedIssuer]:
+        """The SET-level checks (JOSE header, signature, issuer, audience, claims), without
+        typing the event payloads: (header, claims, issuer)."""
+        if isinstance(token, str):
             if len(token) > self.max_bytes:
                 raise InvalidRequest(f"SET larger than {self.max_bytes} bytes")
-            try:
-                token = token.decode("ascii")
-            except UnicodeDecodeError:
-                raise InvalidRequest("SET contains non-ASCII bytes") from None
-        elif not isinstance(token, str):
+            if not token.isascii():
+                raise InvalidRequest("SET contains non-ASCII characters")
+            raw = token.encode("ascii")
+        elif isinstance(token, bytes):
+            raw = token
+        else:
             raise InvalidRequest("SET must be a string")
-        token = token.strip()
-        if len(token) > self.max_bytes:
+        raw = raw.strip()
+        if len(raw) > self.max_bytes:
             raise InvalidRequest(f"SET larger than {self.max_bytes} bytes")
-        if not token.isascii():
-            raise InvalidRequest("SET contains non-ASCII characters")
-        parts = token.split(".")
-        if len(parts) == 5:
+        if not raw.isascii():
+            raise InvalidRequest("SET contains non-ASCII bytes")
+        dots = raw.count(b".")
+        if dots == 4:
             raise InvalidRequest("encrypted SETs (JWE) are not supported")
-        if len(parts) != 3:
+        if dots != 2:
             raise InvalidRequest("not a compact JWS: expected three dot-separated parts")
-        header_b64, payload_b64, signature_b64 = parts
+        header_b64, payload_b64, signature_b64 = raw.split(b".")
 
+        header, alg, kid = self._header(header_b64)
+
+        claims = _parse_json_object(_b64decode(payload_b64, "SET payload"), "SET payload")
+        iss = claims.get("iss")
+        if not isinstance(iss, str) or not iss:
+            raise InvalidRequest("SET has no iss")
+        issuer = self.trust.get(iss)
+        if issuer is None:
+            raise InvalidIssuer(f"issuer {iss!r} is not trusted")
+        self._check_audience(claims.get("aud"), issuer)
+        if alg not in issuer.config.algorithms:
+            raise InvalidKey(f"algorithm {alg!r} is not allowed for issuer {iss!r}")
+        keys = issuer.candidates(kid, alg)
+        if not keys:
+            raise UnknownKey(f"no key of issuer {iss!r} with kid {kid!r} for {alg}", issuer)
+
+        signature = _b64decode(signature_b64, "signature")
+        signing_input = raw[: len(header_b64) + 1 + len(payload_b64)]
+        if not any(k.check(signing_input, signature) for k in keys):
+            raise InvalidKey("signature does not verify")
+
+        self._check_claims(claims, issuer, time.time() if now is None else now)
+        return dict(header), claims, issuer
+
+    def _header(self, header_b64: bytes) -> tuple[dict[str, Any], str, str | None]:
+        """The checked JOSE header: (header, alg, kid). Every token of one key carries the same
+        header, so checked headers are kept (bounded) and the common case is one dict lookup."""
+        cached = self._headers.get(header_b64)
+        if cached is not None:
+            return cached
         header = _parse_json_object(_b64decode(header_b64, "JOSE header"), "JOSE header")
         if header.get("typ") != SET_TYPE:
             raise InvalidRequest(f"JOSE header typ must be {SET_TYPE!r}, got {header.get('typ')!r}")
@@ -182,29 +226,10 @@ class SetVerifier:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise InvalidRequest("JOSE header kid must be a string")
-
-        claims = _parse_json_object(_b64decode(payload_b64, "SET payload"), "SET payload")
-        iss = claims.get("iss")
-        if not isinstance(iss, str) or not iss:
-            raise InvalidRequest("SET has no iss")
-        issuer = self.trust.get(iss)
-        if issuer is None:
-            raise InvalidIssuer(f"issuer {iss!r} is not trusted")
-        self._check_audience(claims.get("aud"), issuer)
-        if alg not in issuer.config.algorithms:
-            raise InvalidKey(f"algorithm {alg!r} is not allowed for issuer {iss!r}")
-        keys = issuer.candidates(kid, alg)
-        if not keys:
-            raise UnknownKey(f"no key of issuer {iss!r} with kid {kid!r} for {alg}", issuer)
-
-        signature = _b64decode(signature_b64, "signature")
-        signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
-        if not any(k.check(signing_input, signature) for k in keys):
-            raise InvalidKey("signature does not verify")
-
-        self._check_claims(claims, issuer, time.time() if now is None else now)
-        return VerifiedSet(header=header, claims=claims, issuer=issuer,
-                           items=self._typed_events(claims))
+        if len(self._headers) >= HEADER_CACHE_SIZE:
+            self._headers.clear()
+        self._headers[header_b64] = (header, alg, kid)
+        return header, alg, kid
 
     @staticmethod
     def _check_audience(aud: Any, issuer: TrustedIssuer) -> None:
