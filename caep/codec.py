@@ -31,6 +31,14 @@ UNDERSTOOD_CRITICAL_HEADERS: frozenset[str] = frozenset()
 HEADER_CACHE_SIZE = 256
 
 _B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_SHOWN = 80
+
+
+def _show(value: Any) -> str:
+    """An attacker-controlled value, quoted and cut short, for an error description."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "...(cut)"
 
 
 class UnknownKey(InvalidKey):
@@ -87,7 +95,8 @@ class VerifiedSet:
 
 
 def _b64decode(segment: bytes, what: str) -> bytes:
-    if not segment or b"=" in segment:
+    """Strict base64url (RFC 7515 section 2): its alphabet only, no padding, no `+` or `/`."""
+    if not segment or segment.translate(None, _B64URL_ALPHABET):
         raise InvalidRequest(f"{what} is not unpadded base64url")
     data = segment.translate(_B64_TRANSLATE)
     try:
@@ -101,7 +110,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(result) != len(pairs):
         seen: set[str] = set()
         duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
-        raise InvalidRequest(f"duplicate JSON member {duplicate!r}")
+        raise InvalidRequest(f"duplicate JSON member {_show(duplicate)}")
     return result
 
 
@@ -119,7 +128,11 @@ def _parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
         raise InvalidRequest(f"{what} is not valid UTF-8 JSON") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"{what} is not a JSON object")
-    if orjson.dumps(value) != raw:
+    try:
+        canonical = orjson.dumps(value) == raw
+    except orjson.JSONEncodeError:  # nesting orjson can read (1024) but not write (255)
+        canonical = False
+    if not canonical:
         try:
             json.loads(raw, object_pairs_hook=_unique_keys)
         except InvalidRequest as exc:
@@ -186,13 +199,13 @@ class SetVerifier:
             raise InvalidRequest("SET has no iss")
         issuer = self.trust.get(iss)
         if issuer is None:
-            raise InvalidIssuer(f"issuer {iss!r} is not trusted")
+            raise InvalidIssuer(f"issuer {_show(iss)} is not trusted")
         self._check_audience(claims.get("aud"), issuer)
         if alg not in issuer.config.algorithms:
-            raise InvalidKey(f"algorithm {alg!r} is not allowed for issuer {iss!r}")
+            raise InvalidKey(f"algorithm {_show(alg)} is not allowed for issuer {iss!r}")
         keys = issuer.candidates(kid, alg)
         if not keys:
-            raise UnknownKey(f"no key of issuer {iss!r} with kid {kid!r} for {alg}", issuer)
+            raise UnknownKey(f"no key of issuer {iss!r} with kid {_show(kid)} for {alg}", issuer)
 
         signature = _b64decode(signature_b64, "signature")
         signing_input = raw[: len(header_b64) + 1 + len(payload_b64)]
@@ -210,21 +223,23 @@ class SetVerifier:
             return cached
         header = _parse_json_object(_b64decode(header_b64, "JOSE header"), "JOSE header")
         if header.get("typ") != SET_TYPE:
-            raise InvalidRequest(f"JOSE header typ must be {SET_TYPE!r}, got {header.get('typ')!r}")
+            raise InvalidRequest(
+                f"JOSE header typ must be {SET_TYPE!r}, got {_show(header.get('typ'))}")
         alg = header.get("alg")
         if not isinstance(alg, str):
             raise InvalidRequest("JOSE header has no alg")
         if alg in FORBIDDEN_ALGORITHMS or alg.upper().startswith("HS"):
-            raise InvalidKey(f"algorithm {alg!r} is never accepted")
-        crit = header.get("crit")
-        if crit is not None:
-            if not isinstance(crit, list) or not crit:
-                raise InvalidRequest("JOSE header crit must be a non-empty array")
+            raise InvalidKey(f"algorithm {_show(alg)} is never accepted")
+        if "crit" in header:
+            crit = header["crit"]
+            if (not isinstance(crit, list) or not crit
+                    or not all(isinstance(name, str) for name in crit)):
+                raise InvalidRequest("JOSE header crit must be a non-empty array of names")
             unknown = [name for name in crit if name not in UNDERSTOOD_CRITICAL_HEADERS]
             if unknown:
-                raise InvalidRequest(f"unsupported critical header(s) {unknown}")
+                raise InvalidRequest(f"unsupported critical header(s) {_show(unknown)}")
         kid = header.get("kid")
-        if kid is not None and not isinstance(kid, str):
+        if "kid" in header and not isinstance(kid, str):
             raise InvalidRequest("JOSE header kid must be a string")
         if len(self._headers) >= HEADER_CACHE_SIZE:
             self._headers.clear()
@@ -236,13 +251,14 @@ class SetVerifier:
         accepted = issuer.config.audiences
         if isinstance(aud, str):
             if aud not in accepted:
-                raise InvalidAudience(f"audience {aud!r} is not accepted for this issuer")
+                raise InvalidAudience(f"audience {_show(aud)} is not accepted for this issuer")
             return
         if isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
             if len(aud) > 1 and not issuer.config.allow_multiple_audiences:
                 raise InvalidAudience("multi-valued aud is not allowed for this issuer")
             if not any(a in accepted for a in aud):
-                raise InvalidAudience(f"none of the audiences {aud} is accepted for this issuer")
+                raise InvalidAudience(
+                    f"none of the audiences {_show(aud)} is accepted for this issuer")
             return
         raise InvalidAudience("SET has no usable aud")
 

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import orjson
 from jwt.api_jwk import PyJWK
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import InvalidKeyError, PyJWKError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -125,6 +125,8 @@ class TrustedIssuer:
 def _key_algorithms(jwk: Mapping[str, Any], allowed: list[str]) -> list[str]:
     kty = jwk.get("kty")
     declared = jwk.get("alg")
+    if declared is not None and not isinstance(declared, str):
+        raise ConfigError(f"key {jwk.get('kid')!r}: alg must be a string")
     by_kty = {
         "RSA": {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"},
         "EC": {"ES256", "ES384", "ES512"},
@@ -163,8 +165,8 @@ def load_jwks(
         for alg in _key_algorithms(jwk, allowed):
             try:
                 key = PyJWK(jwk, algorithm=alg).key
-            except PyJWKError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
+            except (PyJWKError, InvalidKeyError, TypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: unusable key: {exc}") from None
             bits = getattr(key, "key_size", None)
             if jwk.get("kty") == "RSA" and (bits is None or bits < MIN_RSA_BITS):
                 raise ConfigError(f"{where}: RSA key of {bits} bits; at least {MIN_RSA_BITS}")
