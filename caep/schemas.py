@@ -14,7 +14,10 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from caep.activity import SessionActivity
+from caep.decisions import Decision, SessionFlags
 from caep.events import EVENT_MODELS, UnrecognizedEvent
+from caep.policy import Policy
 from caep.subjects import Subject
 
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent.parent / "schemas"
@@ -23,6 +26,10 @@ SCHEMA_TYPES: dict[str, Any] = {
     "subject.json": Subject,
     **{f"events/{uri.rsplit('/', 1)[1]}.json": model for uri, model in EVENT_MODELS.items()},
     "events/unrecognized.json": UnrecognizedEvent,
+    "topics/session-activity.json": SessionActivity,
+    "topics/decision.json": Decision,
+    "topics/flags.json": SessionFlags,
+    "policy.json": Policy,
 }
 """Relative file name -> anything pydantic can build a ``TypeAdapter`` for."""
 

@@ -35,6 +35,30 @@ class Settings(BaseSettings):
         default="caep.dead-letter",
         description="Rejected input with its RFC 8935 error code, JSON.",
     )
+    topic_session_activity: str = Field(
+        default="caep.session-activity",
+        description="Session activity reported by relying services, JSON (schemas/).",
+    )
+    topic_flags: str = Field(
+        default="caep.flags",
+        description="Current flags of each session, JSON, keyed by session id (compacted).",
+    )
+    topic_engine_input: str = Field(
+        default="caep.engine-input",
+        description="Internal: evaluation inputs re-keyed by tenant and subject.",
+    )
+    topic_device_index: str = Field(
+        default="caep.device-index",
+        description="Internal: which subjects use which device, and device-only events.",
+    )
+    policy_file: Path | None = Field(
+        default=None,
+        description="Policy TOML file (see caep/default_policy.toml). Unset: the default policy.",
+    )
+    tick_interval_seconds: float = Field(
+        default=1.0, gt=0,
+        description="How often a worker checks session expiries and elevation deadlines.",
+    )
     topic_partitions: int = Field(
         default=4, ge=1, description="Partitions of the topics the engine creates."
     )

@@ -1,4 +1,18 @@
-"""The faust application: topics in, the ingest agent, decisions and dead letters out."""
+"""The faust application: where inputs are verified, re-keyed, evaluated and decisions published.
+
+    caep.security-events --ingest (verify)------\\
+                                                 >-- caep.engine-input --evaluate--> decisions
+    caep.session-activity --activity (validate)-/    (keyed by subject)   (table)   caep.flags
+    timer: due expiries -> Tick records ----------/
+    device-only events -> caep.device-index --devices (table)--> engine-input, once per subject
+    anything invalid -------------------------------------------------------> caep.dead-letter
+
+Every agent runs at concurrency 1 and awaits each send before taking the next record, so an
+offset is committed only after its effects are on the broker (faust-streaming issue 606 loses
+messages with concurrency > 1). The subject table is written only by the evaluate agent, after
+its decisions are sent, and flushed before the input is acknowledged: a crash in between
+replays the input, which repeats the same decision ids or, once the state is saved, nothing.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +25,37 @@ from typing import Any
 import faust
 import orjson
 
+from caep.activity import parse_activity
 from caep.codec import SetVerifier
-from caep.errors import SetError
-from caep.evaluation import decide
+from caep.decisions import Action, Decision, SessionFlags
+from caep.errors import CaepError, SetError
+from caep.evaluation import (
+    SecurityEvent,
+    Tick,
+    activity_key,
+    device_key,
+    device_only,
+    devices_added,
+    evaluate,
+    next_deadline,
+    security_events,
+)
+from caep.events import UnrecognizedEvent
 from caep.jwks import KeyRefresher
+from caep.policy import load_policy
 from caep.settings import Settings
+from caep.state import SubjectState
 from caep.trust import TrustStore
+from caep.wire import decode_input, encode_input, retarget
 from streams import transport
 
 log = logging.getLogger("caep.worker")
+RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
+                       "key_serializer": "raw", "value_serializer": "raw"}
 
 
 def dead_letter_record(
-    error: SetError, *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes
+    error: CaepError, *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes
 ) -> bytes:
     """The dead-letter body keeps the whole input: never data lost, even when it is not text."""
     record: dict[str, Any] = {
@@ -57,9 +89,10 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         max_bytes=settings.max_set_bytes,
         iat_skew=settings.iat_skew_seconds,
     )
+    policy = load_policy(settings.policy_file)
+    refresher = KeyRefresher()
     datadir = Path(tempfile.gettempdir()) / "caep-engine" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    refresher = KeyRefresher()
     app = EngineApp(
         settings.app_id,
         broker=[f"{transport.SCHEME}://{server.strip()}" for server in bootstrap.split(",")],
@@ -74,39 +107,155 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         broker_heartbeat_interval=settings.group_heartbeat_interval_seconds,
     )
     app.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms
-    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
-                           "key_serializer": "raw", "value_serializer": "raw"}
-    security_events = app.topic(settings.topic_security_events, **raw)
-    decisions_topic = app.topic(settings.topic_decisions, **raw)
-    dead_letter = app.topic(settings.topic_dead_letter, **raw)
+    security_events_topic = app.topic(settings.topic_security_events, **RAW)
+    activity_topic = app.topic(settings.topic_session_activity, **RAW)
+    engine_input = app.topic(settings.topic_engine_input, **RAW)
+    device_index = app.topic(settings.topic_device_index, **RAW)
+    decisions_topic = app.topic(settings.topic_decisions, **RAW)
+    flags_topic = app.topic(settings.topic_flags, **RAW)
+    dead_letter = app.topic(settings.topic_dead_letter, **RAW)
+    subjects = app.Table("subjects", partitions=settings.topic_partitions,
+                         key_type=bytes, value_type=bytes)
+    devices = app.Table("devices", partitions=settings.topic_partitions,
+                        key_type=bytes, value_type=bytes)
+    deadlines: dict[bytes, float] = {}
 
-    # Concurrency 1 on the revocation path: faust-streaming commits past in-flight offsets
-    # with concurrency > 1 (its issue 606). Each send is awaited before the offset is acked.
-    @app.agent(security_events, concurrency=1)
+    async def reject(error: CaepError, event: Any) -> None:
+        message = event.message
+        value = event.value if isinstance(event.value, bytes) else b""
+        log.info("dead letter: %s %s", error.code.value, error.description)
+        body = dead_letter_record(error, topic=message.topic, partition=message.partition,
+                                  offset=message.offset, key=event.key, value=value)
+        await (await dead_letter.send(key=event.key, value=body))
+
+    @app.agent(security_events_topic, concurrency=1)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            message = event.message
-            value: bytes = event.value if isinstance(event.value, bytes) else b""
             try:
-                verified = await refresher.averify(verifier, value)
+                verified = await refresher.averify(verifier, event.value)
             except SetError as error:
-                log.info("dead letter: %s %s", error.code.value, error.description)
-                body = dead_letter_record(
-                    error, topic=message.topic, partition=message.partition,
-                    offset=message.offset, key=event.key, value=value,
-                )
-                await (await dead_letter.send(key=event.key, value=body))
+                await reject(error, event)
                 continue
-            for item in verified.items:
-                if not item.recognized:
+            for item in security_events(verified):
+                if isinstance(item.event, UnrecognizedEvent):
                     log.warning("unrecognized event type %s in SET jti=%s from %s: kept, not "
-                                "acted on", item.event_type, verified.jti, verified.iss)
-            for decision in decide(verified, time.time()):
-                sent = await decisions_topic.send(
-                    key=decision.subject_key.encode(), value=decision.to_json()
-                )
+                                "acted on", item.event_type, item.jti, item.iss)
+                if device_only(item):
+                    key = device_key(item.tenant, item.device_id or "").encode()
+                    await (await device_index.send(key=key, value=encode_input(item)))
+                    continue
+                sent = await engine_input.send(key=item.key.encode(), value=encode_input(item))
                 await sent
-                log.info("decision %s %s jti=%s", decision.decision_id, decision.action,
-                         decision.source_jti)
+
+    @app.agent(activity_topic, concurrency=1)
+    async def activity(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                fact = parse_activity(event.value)
+                key = activity_key(fact)
+            except SetError as error:
+                await reject(error, event)
+                continue
+            await (await engine_input.send(key=key.encode(), value=encode_input(fact)))
+
+    async def publish(decisions: list[Decision], state: SubjectState) -> None:
+        pending = [await decisions_topic.send(key=d.subject_key.encode(), value=d.to_json())
+                   for d in decisions]
+        for decision in decisions:
+            if decision.action is Action.SET_FLAGS and decision.enforced and decision.session_id:
+                session = state.sessions.get(decision.session_id)
+                if session is None:
+                    continue
+                record = SessionFlags(session_id=decision.session_id, tenant=state.tenant,
+                                      subject_key=state.key, flags=dict(session.flags),
+                                      updated_at=decision.decided_at)
+                pending.append(await flags_topic.send(key=decision.session_id.encode(),
+                                                      value=record.to_json()))
+        for future in pending:
+            await future
+
+    @app.agent(engine_input, concurrency=1)
+    async def evaluate_inputs(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            key: bytes = event.key or b""
+            try:
+                item = decode_input(event.value)
+            except SetError as error:
+                await reject(error, event)
+                continue
+            stored = subjects.get(key)
+            state = SubjectState.from_bytes(stored) if stored is not None else None
+            if state is None and isinstance(item, Tick):
+                continue
+            started = time.perf_counter()
+            new_state, decisions = evaluate(state, item, policy, time.time(),
+                                            key=key.decode())
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            await publish(decisions, new_state)
+            for device in devices_added(state, new_state):
+                record = orjson.dumps({"type": "uses", "subject_key": new_state.key})
+                key_ = device_key(new_state.tenant, device).encode()
+                await (await device_index.send(key=key_, value=record))
+            if new_state is not state:
+                subjects[key] = new_state.to_bytes()
+                # faust buffers changelog writes and commits input offsets on its own clock;
+                # wait until the new state is on the broker, so a crash can lose no state
+                # whose input will not be replayed.
+                await app.producer.flush()
+            deadline = next_deadline(new_state, policy)
+            if deadline is None:
+                deadlines.pop(key, None)
+            else:
+                deadlines[key] = deadline
+            for decision in decisions:
+                log.info("decision %s %s session=%s rule=%s jti=%s (%.2f ms)",
+                         decision.decision_id, decision.action, decision.session_id,
+                         decision.rule, decision.source_jti, elapsed_ms)
+
+    @app.agent(device_index, concurrency=1)
+    async def route_devices(stream: faust.StreamT[bytes]) -> None:
+        """Keeps which subjects use each device, and sends a device's events to each of them."""
+        async for event in stream.events():
+            key: bytes = event.key or b""
+            users: list[str] = orjson.loads(devices[key]) if key in devices else []
+            if event.value.startswith(b'{"type":"uses"'):
+                subject = orjson.loads(event.value)["subject_key"]
+                if subject not in users:
+                    devices[key] = orjson.dumps([*users, subject])
+                    await app.producer.flush()
+                continue
+            try:
+                item = decode_input(event.value)
+            except SetError as error:
+                await reject(error, event)
+                continue
+            if not isinstance(item, SecurityEvent):
+                continue
+            for subject in users:
+                routed = retarget(item, subject)
+                await (await engine_input.send(key=subject.encode(), value=encode_input(routed)))
+
+    async def index_deadlines() -> None:
+        """After each recovery (start-up, partitions moved), index the deadlines this worker
+        now owns, so time-driven decisions need no scan on every tick."""
+        deadlines.clear()
+        for key, value in subjects.items():
+            deadline = next_deadline(SubjectState.from_bytes(value), policy)
+            if deadline is not None:
+                deadlines[key] = deadline
+        log.info("deadline index rebuilt: %d subjects with a deadline", len(deadlines))
+
+    subjects.on_recover(index_deadlines)
+
+    @app.timer(interval=settings.tick_interval_seconds)  # type: ignore[untyped-decorator]
+    async def expire() -> None:
+        """Time passes without events: ask the owner of each due subject to check it."""
+        now = time.time()
+        for key in [k for k, due in deadlines.items() if due <= now]:
+            deadlines.pop(key, None)
+            await (await engine_input.send(key=key, value=encode_input(Tick())))
 
     return app
+
+
+__all__ = ["SecurityEvent", "create_app", "dead_letter_record"]

@@ -98,21 +98,39 @@ class Topics:
     security_events: str
     decisions: str
     dead_letter: str
+    session_activity: str
+    engine_input: str
+    flags: str
+    device_index: str
 
     def env(self) -> dict[str, str]:
         return {
             "CAEP_TOPIC_SECURITY_EVENTS": self.security_events,
             "CAEP_TOPIC_DECISIONS": self.decisions,
             "CAEP_TOPIC_DEAD_LETTER": self.dead_letter,
+            "CAEP_TOPIC_SESSION_ACTIVITY": self.session_activity,
+            "CAEP_TOPIC_ENGINE_INPUT": self.engine_input,
+            "CAEP_TOPIC_FLAGS": self.flags,
+            "CAEP_TOPIC_DEVICE_INDEX": self.device_index,
         }
+
+    def names(self) -> list[str]:
+        return [self.security_events, self.decisions, self.dead_letter, self.session_activity,
+                self.engine_input, self.flags, self.device_index]
 
 
 @pytest.fixture(scope="module")
 def topics(bootstrap: str) -> Topics:
     """Fresh topic names per test module, so no module sees another's records."""
-    suffix = uuid.uuid4().hex[:8]
-    t = Topics(f"t{suffix}.security-events", f"t{suffix}.decisions", f"t{suffix}.dead-letter")
-    asyncio.run(ensure_topics(bootstrap, [t.security_events, t.decisions, t.dead_letter], 4))
+    return fresh_topics(bootstrap)
+
+
+def fresh_topics(bootstrap: str) -> Topics:
+    s = uuid.uuid4().hex[:8]
+    t = Topics(f"t{s}.security-events", f"t{s}.decisions", f"t{s}.dead-letter",
+               f"t{s}.session-activity", f"t{s}.engine-input", f"t{s}.flags",
+               f"t{s}.device-index")
+    asyncio.run(ensure_topics(bootstrap, t.names(), 4, compacted={t.flags}))
     return t
 
 

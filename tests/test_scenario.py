@@ -1,0 +1,195 @@
+"""Two workers in one consumer group on the real broker run a scripted scenario end to end."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.conftest import (
+    ISSUER,
+    Idp,
+    WorkerProcess,
+    collect,
+    fresh_topics,
+    produce,
+    start_worker,
+    stop_worker,
+)
+
+CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
+USERS = [f"user{n}" for n in range(8)]
+
+
+def subject(user: str) -> dict[str, Any]:
+    return {"format": "email", "email": f"{user}@example.com"}
+
+
+def activity(user: str, kind: str, session: str, at: float, **extra: Any) -> bytes:
+    return orjson.dumps({"kind": kind, "tenant": ISSUER, "subject": subject(user),
+                         "session_id": session, "observed_at": at, **extra})
+
+
+def sign(idp: Idp, user: str, event: str, payload: dict[str, Any], at: float,
+         session: str | None = None) -> bytes:
+    sub_id: dict[str, Any] = subject(user)
+    if session is not None:
+        sub_id = {"format": "complex", "user": subject(user),
+                  "session": {"format": "opaque", "id": session}}
+    claims = idp.claims(sub_id, event_type=CAEP + event,
+                        event={**payload, "event_timestamp": int(at * 1000)})
+    return idp.sign(claims).encode()
+
+
+Scenario = tuple[list[tuple[bytes, str, bytes]], set[tuple[str, str]]]
+
+
+def scenario(idp: Idp, start: float, elevation_seconds: float = 4.0) -> Scenario:
+    """(key, topic kind, value) records, and the (action, session) decisions they must cause.
+
+    Each user's admin session is elevated just in time until `elevation_seconds` after start;
+    the expiry must be decided with no event arriving. The window must outlast the time it
+    takes to report the session, or there is no elevation left to expire.
+    """
+    setup: list[tuple[bytes, str, bytes]] = []
+    for user in USERS:
+        key = user.encode()
+        setup += [
+            (key, "activity", activity(user, "established", f"{user}-web", start,
+                                       device_id="laptop", user_agent="Firefox/140",
+                                       geo={"lat": 48.85, "lon": 2.35})),
+            (key, "activity", activity(user, "established", f"{user}-agent", start + 1,
+                                       parent_session_id=f"{user}-web",
+                                       act={"sub": f"agent-{user}"})),
+            (key, "activity", activity(user, "established", f"{user}-admin", start + 2,
+                                       elevated_until=start + elevation_seconds)),
+        ]
+    signals = [
+        (b"user0", "activity", activity("user0", "presented", "user0-web", start + 5,
+                                        device_id="phone")),
+        (b"user1", "set", sign(idp, "user1", "risk-level-change",
+                               {"principal": "USER", "current_level": "HIGH"}, start + 5)),
+        (b"user2", "set", sign(idp, "user2", "credential-change",
+                               {"credential_type": "password", "change_type": "update"},
+                               start + 5)),
+        (b"user3", "set", sign(idp, "user3", "session-revoked", {}, start + 5,
+                               session="user3-web")),
+        (b"user4", "activity", activity("user4", "presented", "user4-web", start + 5,
+                                        user_agent="curl/8", device_id="unknown-box")),
+    ]
+    expected = {
+        ("set_flags", "user0-web"),
+        ("step_up", "user1-web"), ("step_up", "user1-agent"), ("step_up", "user1-admin"),
+        ("revoke_subject", ""), ("revoke_session", "user2-web"),
+        ("revoke_session", "user2-agent"), ("revoke_session", "user2-admin"),
+        ("revoke_session", "user3-web"), ("revoke_session", "user3-agent"),
+        ("step_up", "user4-web"), ("set_flags", "user4-web"),
+    }
+    for user in USERS:
+        expected.add(("set_flags", f"{user}-admin"))  # elevated when established
+        if user != "user2":  # user2's sessions are revoked first
+            expected.add(("elevation-expired", f"{user}-admin"))
+    return setup + signals, expected
+
+
+def publish_scenario(bootstrap: str, topics: Any, records: list[tuple[bytes, str, bytes]],
+                     rng: random.Random) -> None:
+    """Every record three times; users interleaved at random, each user's records in order."""
+    per_user: dict[bytes, list[tuple[str, bytes]]] = {}
+    for key, kind, value in records:
+        per_user.setdefault(key, []).extend([(kind, value)] * 3)
+    queue = [key for key, items in per_user.items() for _ in items]
+    rng.shuffle(queue)
+    cursors = dict.fromkeys(per_user, 0)
+    for key in queue:
+        kind, value = per_user[key][cursors[key]]
+        cursors[key] += 1
+        topic = topics.session_activity if kind == "activity" else topics.security_events
+        produce(bootstrap, topic, [value], key=key)
+
+
+def decided(records: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(action, session) of each decision, and (rule, session) for JIT elevation expiries."""
+    found = set()
+    for record in records:
+        value = record["value"]
+        found.add((value["action"], value["session_id"] or ""))
+        if value["rule"] == "elevation-expired":
+            found.add(("elevation-expired", value["session_id"]))
+    return found
+
+
+def wait_for(bootstrap: str, topic: str, expected: set[tuple[str, str]],
+             timeout: float = 90.0) -> list[dict[str, Any]]:
+    return collect(bootstrap, topic, lambda rs: expected <= decided(rs), timeout=timeout)
+
+
+def test_two_workers_decide_the_scenario(bootstrap: str, idp: Idp) -> None:
+    topics = fresh_topics(bootstrap)
+    app_id = f"caep-scenario-{uuid.uuid4().hex[:8]}"
+    workers = [start_worker(bootstrap, idp.trust_file, topics, CAEP_APP_ID=app_id)
+               for _ in range(2)]
+    try:
+        for worker in workers:
+            worker.wait_ready()
+        records, expected = scenario(idp, time.time())
+        publish_scenario(bootstrap, topics, records, random.Random(7))
+        got = wait_for(bootstrap, topics.decisions, expected)
+        assert expected <= decided(got), (
+            f"missing {expected - decided(got)}\n" + "".join(workers[0].output[-20:]))
+        revocations = {d for d in decided(got) if d[0].startswith("revoke_")}
+        assert revocations == {d for d in expected if d[0].startswith("revoke")}
+        by_cause: dict[tuple[str, str, str], set[str]] = {}
+        for r in got:
+            v = r["value"]
+            by_cause.setdefault((v["action"], v["session_id"] or "", v["rule"] or ""),
+                                set()).add(v["decision_id"])
+        assert all(len(ids) == 1 for ids in by_cause.values()), "one decision id per effect"
+
+        def settled(rs: list[dict[str, Any]]) -> bool:
+            latest = {r["key"]: r["value"]["flags"] for r in rs}
+            return (latest.get("user7-admin", {}).get("elevated") is False
+                    and "user0-web" in latest)
+
+        flags = collect(bootstrap, topics.flags, settled)
+        latest = {r["key"]: r["value"]["flags"] for r in flags}
+        assert latest["user0-web"]["downloads.enabled"] is False
+        assert latest["user7-admin"]["elevated"] is False
+        assert all(r["value"]["subject_key"].startswith(ISSUER) for r in flags)
+        assert all(w.process.poll() is None for w in workers)
+    finally:
+        for worker in workers:
+            stop_worker(worker)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL])
+def test_killing_a_worker_mid_scenario_loses_no_decision(bootstrap: str, idp: Idp,
+                                                          signum: int, tmp_path: Path) -> None:
+    topics = fresh_topics(bootstrap)
+    app_id = f"caep-kill-{uuid.uuid4().hex[:8]}"
+    workers: list[WorkerProcess] = [
+        start_worker(bootstrap, idp.trust_file, topics, CAEP_APP_ID=app_id) for _ in range(2)]
+    try:
+        for worker in workers:
+            worker.wait_ready()
+        records, expected = scenario(idp, time.time(), elevation_seconds=30.0)
+        half = len(records) // 2
+        rng = random.Random(11)
+        publish_scenario(bootstrap, topics, records[:half], rng)
+        workers[0].process.send_signal(signum)
+        workers[0].process.wait(10)
+        publish_scenario(bootstrap, topics, records[half:], rng)
+        got = wait_for(bootstrap, topics.decisions, expected, timeout=120)
+        for name, worker in (("killed", workers[0]), ("survivor", workers[1])):
+            (tmp_path / f"{name}.log").write_text("".join(worker.output), encoding="utf-8")
+        assert expected <= decided(got), (
+            f"lost {expected - decided(got)}; worker logs in {tmp_path}")
+    finally:
+        for worker in workers:
+            stop_worker(worker)
