@@ -453,7 +453,10 @@ def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: P
     run.apply_rules(name, [session], activity.model_dump(mode="json", exclude_none=True), at,
                     band_before)
     run.refresh_flags(run.sessions[session.session_id], None, [f"{name} changed the risk band"])
-    return run.finish(cause)
+    # A presentation applied again finds the device, agent and address it set: no new signal.
+    # Heartbeats are the most frequent input, so they are not kept in the bounded memory of
+    # applied inputs, which then holds SETs and session starts and ends for longer.
+    return run.finish(cause if activity.kind != "presented" else None)
 
 
 def _presented(session: Session, activity: SessionActivity, policy: Policy,

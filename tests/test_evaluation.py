@@ -304,3 +304,18 @@ def test_subject_risk_reported_before_a_session_exists_applies_to_it() -> None:
     assert {d.action for d in decisions} == {Action.STEP_UP, Action.SET_FLAGS}
     assert state.sessions["s1"].signals[0].name == "idp_risk_high"
     assert SubjectState.from_bytes(state.to_bytes()) == state
+
+
+def test_heartbeats_do_not_push_applied_sets_out_of_memory() -> None:
+    revoked = set_event("session-revoked", session="s1")
+    state, _ = run(established("s1", "s2", device_id="laptop"), revoked)
+    for n in range(400):
+        state, decisions = run(state, activity("presented", "s2", T0 + n, device_id="laptop"))
+        assert decisions == []
+    again, decisions = run(state, revoked)
+    assert decisions == [] and again == state
+    twice, decisions = run(again, activity("presented", "s2", T0 + 500, device_id="phone",
+                                           user_agent="Edge"))
+    repeat, more = run(twice, activity("presented", "s2", T0 + 500, device_id="phone",
+                                       user_agent="Edge"))
+    assert more == [] and repeat.sessions["s2"].risk == twice.sessions["s2"].risk
