@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,16 @@ class Settings(BaseSettings):
     tick_interval_seconds: float = Field(
         default=1.0, gt=0,
         description="How often a worker checks session expiries and elevation deadlines.",
+    )
+    table_store: Literal["memory://", "rocksdb://"] = Field(
+        default="memory://",
+        description="Where workers keep table state locally: memory, or RocksDB (extra "
+        "`caep-engine[rocksdb]`), which survives restarts without replaying the changelog.",
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        description="Directory for local table state (RocksDB). Unset: a directory per app id "
+        "under the system temp directory.",
     )
     topic_partitions: int = Field(
         default=4, ge=1, description="Partitions of the topics the engine creates."

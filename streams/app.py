@@ -91,12 +91,13 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
     )
     policy = load_policy(settings.policy_file)
     refresher = KeyRefresher()
-    datadir = Path(tempfile.gettempdir()) / "caep-engine" / settings.app_id
+    datadir = settings.data_dir or Path(tempfile.gettempdir()) / "caep-engine" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = EngineApp(
         settings.app_id,
         broker=[f"{transport.SCHEME}://{server.strip()}" for server in bootstrap.split(",")],
         datadir=str(datadir),
+        store=settings.table_store,
         topic_partitions=settings.topic_partitions,
         producer_acks=-1,
         producer_enable_idempotence=idempotence,

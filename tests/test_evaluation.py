@@ -319,3 +319,16 @@ def test_heartbeats_do_not_push_applied_sets_out_of_memory() -> None:
     repeat, more = run(twice, activity("presented", "s2", T0 + 500, device_id="phone",
                                        user_agent="Edge"))
     assert more == [] and repeat.sessions["s2"].risk == twice.sessions["s2"].risk
+
+
+def test_notify_rules_report_without_changing_anything() -> None:
+    policy = parse_policy(default_policy_text() + '''
+[[rule]]
+name = "tell-the-soc"
+on = ["account-enabled"]
+action = "notify"
+''')
+    state = established("s1")
+    after, decisions = run(state, set_event("account-enabled", prefix=RISC), policy=policy)
+    assert [(d.action, d.rule) for d in decisions] == [(Action.NOTIFY, "tell-the-soc")]
+    assert after.sessions == state.sessions

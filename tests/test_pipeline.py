@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -124,3 +125,35 @@ def test_invalid_sets_go_to_dead_letter_with_their_code_and_the_worker_keeps_goi
                    for t in (forged, wrong_audience, plain_jwt, unknown_issuer)}
     assert not jtis & forged_jtis
 
+
+
+def test_state_survives_a_worker_restart_on_rocksdb(bootstrap: str, idp: Idp,
+                                                    tmp_path: Path) -> None:
+    from tests.conftest import fresh_topics, start_worker, stop_worker
+
+    topics = fresh_topics(bootstrap)
+    env = {"CAEP_APP_ID": f"caep-rocks-{uuid.uuid4().hex[:8]}", "CAEP_TABLE_STORE": "rocksdb://",
+           "CAEP_DATA_DIR": str(tmp_path / "state")}
+    subject = {"format": "complex", "user": {"format": "email", "email": "rob@example.com"},
+               "session": {"format": "opaque", "id": "rob-1"}}
+    revocation = idp.claims(subject)
+    first = start_worker(bootstrap, idp.trust_file, topics, **env)
+    try:
+        first.wait_ready()
+        produce(bootstrap, topics.security_events, [idp.sign(revocation).encode()], key=b"rob")
+        collect(bootstrap, topics.decisions, by_jti({revocation["jti"]}))
+    finally:
+        assert stop_worker(first) == 0
+    assert any((tmp_path / "state").rglob("*")), "RocksDB wrote nothing"
+
+    second = start_worker(bootstrap, idp.trust_file, topics, **env)
+    try:
+        second.wait_ready()
+        sentinel = idp.claims({"format": "email", "email": "rob@example.com"})
+        produce(bootstrap, topics.security_events,
+                [idp.sign(revocation).encode(), idp.sign(sentinel).encode()], key=b"rob")
+        records = collect(bootstrap, topics.decisions, by_jti({sentinel["jti"]}))
+        again = [r for r in records if r["value"]["source_jti"] == revocation["jti"]]
+        assert len(again) == 1, "the restarted worker must remember what it already applied"
+    finally:
+        stop_worker(second)

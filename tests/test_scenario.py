@@ -152,15 +152,22 @@ def test_two_workers_decide_the_scenario(bootstrap: str, idp: Idp) -> None:
                                 set()).add(v["decision_id"])
         assert all(len(ids) == 1 for ids in by_cause.values()), "one decision id per effect"
 
+        expired = [f"{user}-admin" for user in USERS if user != "user2"]
+
         def settled(rs: list[dict[str, Any]]) -> bool:
             latest = {r["key"]: r["value"]["flags"] for r in rs}
-            return (latest.get("user7-admin", {}).get("elevated") is False
-                    and "user0-web" in latest)
+            return all(latest.get(s, {}).get("elevated") is False for s in expired) and (
+                {"user0-web", "user1-web", "user4-web"} <= set(latest))
 
         flags = collect(bootstrap, topics.flags, settled)
         latest = {r["key"]: r["value"]["flags"] for r in flags}
-        assert latest["user0-web"]["downloads.enabled"] is False
-        assert latest["user7-admin"]["elevated"] is False
+        assert latest["user0-web"] == {"downloads.enabled": False, "admin.console": True,
+                                       "elevated": False}, "new device: medium risk"
+        assert latest["user1-web"]["downloads.enabled"] is False, "IdP risk high"
+        assert latest["user1-agent"]["downloads.enabled"] is False, "subject-wide risk"
+        assert latest["user4-web"]["downloads.enabled"] is False, "hijack suspicion"
+        assert all(latest[s]["elevated"] is False for s in expired), "JIT elevation expired"
+        assert "user2-web" not in latest, "revoked sessions get no flag updates"
         assert all(r["value"]["subject_key"].startswith(ISSUER) for r in flags)
         assert all(w.process.poll() is None for w in workers)
     finally:
