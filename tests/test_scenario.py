@@ -195,8 +195,12 @@ def test_killing_a_worker_mid_scenario_loses_no_decision(bootstrap: str, idp: Id
         got = wait_for(bootstrap, topics.decisions, expected, timeout=120)
         for name, worker in (("killed", workers[0]), ("survivor", workers[1])):
             (tmp_path / f"{name}.log").write_text("".join(worker.output), encoding="utf-8")
+        membership = [line for line in workers[1].output if any(
+            mark in line for mark in ("Joined group", "newly assigned", "deadline index",
+                                      "Revoking", "Recovery complete"))]
         assert expected <= decided(got), (
-            f"lost {expected - decided(got)}; worker logs in {tmp_path}")
+            f"lost {expected - decided(got)}; worker logs in {tmp_path}; survivor's group "
+            "membership:\n" + "".join(membership[-20:]))
     finally:
         for worker in workers:
             stop_worker(worker)
