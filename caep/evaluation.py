@@ -30,7 +30,7 @@ from caep.events import (
     TokenClaimsChange,
     UnrecognizedEvent,
 )
-from caep.policy import Policy, Rule, event_name
+from caep.policy import Mode, Policy, Rule, event_name
 from caep.scoring import add_signal, current_risk, impossible_travel, set_floor
 from caep.state import MAX_DEVICES, MAX_SEEN, Session, Signal, SubjectState
 from caep.subjects import device_of, session_id_of, subject_key
@@ -286,7 +286,17 @@ class _Run:
 
     def revoke_subject(self, rule: Rule, occurred_at: float, name: str, enforced: bool) -> None:
         if not enforced:
-            self.decide(Action.REVOKE_SUBJECT, rule, None, [name], enforced=False)
+            # Report all that enforcing would do: the subject and each session it would end.
+            if self.revoked_at is None or self.revoked_at < occurred_at:
+                self.decide(Action.REVOKE_SUBJECT, rule, None, [name], enforced=False,
+                            established_before=occurred_at)
+                for session in list(self.sessions.values()):
+                    if session.active and session.established_at <= occurred_at:
+                        for target in self._with_delegates(session):
+                            if self.sessions.get(target.session_id, target).active:
+                                self.decide(Action.REVOKE_SESSION, rule, target,
+                                            [f"{name}: all sessions of the subject"],
+                                            enforced=False)
             return
         if self.revoked_at is not None and self.revoked_at >= occurred_at:
             return
@@ -437,8 +447,11 @@ def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: P
         else:
             parent = run.sessions.get(activity.parent_session_id or "")
             if parent is not None and not parent.active:
-                run.revoke(session, None, f"acts on behalf of ended or revoked session "
-                                          f"{parent.session_id}")
+                # A revoked parent was revoked by an enforced decision; an ended one was not
+                # revoked at all, so cutting its delegates off follows the policy's mode.
+                enforced = parent.status == "revoked" or policy.mode is Mode.ENFORCE
+                run.revoke(session, None, f"acts on behalf of {parent.status} session "
+                                          f"{parent.session_id}", enforced=enforced)
         return run.finish(cause)
 
     if not existing.active:
