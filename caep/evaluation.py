@@ -164,8 +164,13 @@ class _Run:
                enforced: bool = True) -> None:
         """Revoke one session and, transitively, every session acting on its behalf."""
         if not enforced:
-            if session.active:
-                self.decide(Action.REVOKE_SESSION, rule, session, [reason], enforced=False)
+            for target in self._with_delegates(session):
+                current = self.sessions.get(target.session_id, target)
+                root = target.session_id == session.session_id
+                if current.active or (root and current.status == "ended"):
+                    why = reason if target.session_id == session.session_id else (
+                        f"{reason}; acts on behalf of session {session.session_id}")
+                    self.decide(Action.REVOKE_SESSION, rule, current, [why], enforced=False)
             return
         for target in self._with_delegates(session):
             current = self.sessions.get(target.session_id, target)
@@ -252,7 +257,8 @@ class _Run:
                 continue
             for target in targets:
                 session = self.sessions.get(target.session_id, target)
-                if not session.active:
+                if not session.active and not (
+                        session.status == "ended" and rule.action is Action.REVOKE_SESSION):
                     continue
                 risk = current_risk(session, self.policy.scoring, self.now)
                 band = self.policy.scoring.band(risk)
@@ -353,6 +359,13 @@ def _evaluate_event(state: SubjectState, event: SecurityEvent, policy: Policy,
             # Remember a session revoked before we saw it, so it can never become active.
             known = _new_session(event.session_id, event.occurred_at, policy)
             run.sessions[known.session_id] = known
+            _check_standing(run, known, policy)
+            known = run.sessions[known.session_id]
+        elif known.active and event.occurred_at < known.established_at:
+            known = known.with_changes(established_at=event.occurred_at)
+            run.sessions[known.session_id] = known
+            _check_standing(run, known, policy)
+            known = run.sessions[known.session_id]
         targets = [known]
     elif event.device_id is not None:
         targets = [s for s in run.sessions.values() if event.device_id in s.devices]
@@ -411,15 +424,13 @@ def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: P
     cause = cause or activity.dedupe_key()
     if cause in state.seen:
         return state, []
+    # Presentations reported as activity are idempotent by their time and too frequent to
+    # remember; everything else, a session-presented SET included, is remembered by its id.
+    remembered = None if activity.kind == "presented" and source is None else cause
     name = source or f"activity:{activity.kind}"
     run = _Run(state, policy, now, cause, name)
     at = activity.observed_at
     existing = run.sessions.get(activity.session_id)
-
-    if activity.kind == "ended":
-        if existing is not None and existing.active:
-            run.sessions[existing.session_id] = existing.with_changes(status="ended")
-        return run.finish(cause)
 
     if existing is None:
         session = _new_session(activity.session_id, at, policy)
@@ -431,6 +442,10 @@ def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: P
             user_agent=activity.user_agent, acr=activity.acr,
             geo=(activity.geo.lat, activity.geo.lon, at) if activity.geo else None,
             elevated_until=activity.elevated_until)
+        if activity.kind == "ended":
+            # Kept as a tombstone, so a later report cannot bring the session back.
+            run.sessions[session.session_id] = session.with_changes(status="ended")
+            return run.finish(cause)
         if activity.elevated_until is not None and activity.elevated_until > now:
             session = session.with_changes(sticky_flags=(("elevated", True),))
         if run.risk_floor is not None:
@@ -441,24 +456,33 @@ def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: P
         run.sessions[session.session_id] = session
         run.apply_rules(name, [session], {}, at, {})
         run.refresh_flags(run.sessions[session.session_id], None, ["session established"])
-        session = run.sessions[session.session_id]
-        if run.revoked_at is not None and at <= run.revoked_at:
-            run.revoke(session, None, "established before the subject's revocation")
-        else:
-            parent = run.sessions.get(activity.parent_session_id or "")
-            if parent is not None and not parent.active:
-                # A revoked parent was revoked by an enforced decision; an ended one was not
-                # revoked at all, so cutting its delegates off follows the policy's mode.
-                enforced = parent.status == "revoked" or policy.mode is Mode.ENFORCE
-                run.revoke(session, None, f"acts on behalf of {parent.status} session "
-                                          f"{parent.session_id}", enforced=enforced)
+        _check_standing(run, run.sessions[session.session_id], policy)
         return run.finish(cause)
 
     if not existing.active:
-        return run.finish(cause)  # a revoked or ended session never comes back
+        return run.finish(remembered)
 
-    band_before = _bands(run, [existing])
-    session = _presented(existing, activity, policy, now)
+    session = existing
+    if at < session.established_at or (
+            activity.parent_session_id and session.parent is None):
+        # An earlier fact (or a late parent link) about a session already known: it existed
+        # since `at`, acting for that parent; check again whether it may still stand.
+        session = session.with_changes(
+            established_at=min(session.established_at, at),
+            parent=session.parent or activity.parent_session_id)
+        run.sessions[session.session_id] = session
+        if _check_standing(run, session, policy):
+            return run.finish(remembered)
+
+    if activity.kind == "ended":
+        run.sessions[session.session_id] = session.with_changes(status="ended")
+        return run.finish(cause)
+    if activity.kind == "presented" and at <= session.last_seen:
+        # No newer than what was already seen: a redelivery or a stale report, nothing new.
+        return run.finish(remembered)
+
+    band_before = _bands(run, [session])
+    session = _presented(session, activity, policy, now)
     run.sessions[session.session_id] = session
     if activity.acr is not None and activity.acr == session.required_acr:
         session = session.with_changes(required_acr=None, acr=activity.acr)
@@ -466,10 +490,26 @@ def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: P
     run.apply_rules(name, [session], activity.model_dump(mode="json", exclude_none=True), at,
                     band_before)
     run.refresh_flags(run.sessions[session.session_id], None, [f"{name} changed the risk band"])
-    # A presentation applied again finds the device, agent and address it set: no new signal.
-    # Heartbeats are the most frequent input, so they are not kept in the bounded memory of
-    # applied inputs, which then holds SETs and session starts and ends for longer.
-    return run.finish(cause if activity.kind != "presented" else None)
+    return run.finish(remembered)
+
+
+def _check_standing(run: _Run, session: Session, policy: Policy) -> bool:
+    """Revoke an active session that cannot stand: established before the subject's
+    revocation, or acting for a session that is no longer active. True if it was revoked."""
+    if not session.active:
+        return False
+    if run.revoked_at is not None and session.established_at <= run.revoked_at:
+        run.revoke(session, None, "established before the subject's revocation")
+        return True
+    parent = run.sessions.get(session.parent or "")
+    if parent is not None and not parent.active:
+        # A revoked parent was revoked by an enforced decision; an ended one was not revoked
+        # at all, so cutting its delegates off follows the policy's mode.
+        enforced = parent.status == "revoked" or policy.mode is Mode.ENFORCE
+        run.revoke(session, None, f"acts on behalf of {parent.status} session "
+                                  f"{parent.session_id}", enforced=enforced)
+        return enforced
+    return False
 
 
 def _presented(session: Session, activity: SessionActivity, policy: Policy,
@@ -505,7 +545,8 @@ def _presented(session: Session, activity: SessionActivity, policy: Policy,
 def _evaluate_time(state: SubjectState, policy: Policy,
                    now: float) -> tuple[SubjectState, list[Decision]]:
     run = _Run(state, policy, now, f"time:{now!r}", "time")
-    for session in list(run.sessions.values()):
+    for session_id in list(run.sessions):
+        session = run.sessions[session_id]  # fresh: an earlier expiry may have cascaded here
         if not session.active:
             continue
         expiries = []
@@ -519,9 +560,11 @@ def _evaluate_time(state: SubjectState, policy: Policy,
             expiries.append(("absolute-lifetime",
                              session.established_at + policy.lifetimes.absolute_seconds))
         for name, due in expiries:
-            run.cause = f"{name}:{session.session_id}:{due!r}"
+            if not run.sessions[session_id].active:
+                break
+            run.cause = f"{name}:{session_id}:{due!r}"
             run.source = name
-            run.apply_rules(name, [run.sessions[session.session_id]], {}, due, {})
+            run.apply_rules(name, [run.sessions[session_id]], {}, due, {})
     return run.finish(None)
 
 
