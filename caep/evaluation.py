@@ -313,6 +313,7 @@ class _Run:
                 self.revoke(session, rule, f"{name}: all sessions of the subject")
 
     def finish(self, seen: str | None) -> tuple[SubjectState, list[Decision]]:
+        _sweep(self, self.policy)
         remembered = self.state.seen
         if seen is not None:
             remembered = (*remembered, seen)[-MAX_SEEN:]
@@ -493,23 +494,53 @@ def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: P
     return run.finish(remembered)
 
 
-def _check_standing(run: _Run, session: Session, policy: Policy) -> bool:
+def _check_standing(run: _Run, session: Session, policy: Policy, *,
+                    report: bool = True) -> bool:
     """Revoke an active session that cannot stand: established before the subject's
-    revocation, or acting for a session that is no longer active. True if it was revoked."""
+    revocation, or acting (however indirectly) for a session that is no longer active.
+    True if it was revoked."""
     if not session.active:
         return False
     if run.revoked_at is not None and session.established_at <= run.revoked_at:
         run.revoke(session, None, "established before the subject's revocation")
         return True
-    parent = run.sessions.get(session.parent or "")
-    if parent is not None and not parent.active:
-        # A revoked parent was revoked by an enforced decision; an ended one was not revoked
+    ancestor = _inactive_ancestor(run, session)
+    if ancestor is not None:
+        # A revoked ancestor was revoked by an enforced decision; an ended one was not revoked
         # at all, so cutting its delegates off follows the policy's mode.
-        enforced = parent.status == "revoked" or policy.mode is Mode.ENFORCE
-        run.revoke(session, None, f"acts on behalf of {parent.status} session "
-                                  f"{parent.session_id}", enforced=enforced)
+        enforced = ancestor.status == "revoked" or policy.mode is Mode.ENFORCE
+        if enforced or report:
+            run.revoke(session, None, f"acts on behalf of {ancestor.status} session "
+                                      f"{ancestor.session_id}", enforced=enforced)
         return enforced
     return False
+
+
+def _inactive_ancestor(run: _Run, session: Session) -> Session | None:
+    """The first session up the delegation chain that is not active, if any."""
+    seen = {session.session_id}
+    parent_id = session.parent
+    while parent_id is not None and parent_id not in seen:
+        seen.add(parent_id)
+        parent = run.sessions.get(parent_id)
+        if parent is None:
+            return None
+        if not parent.active:
+            return parent
+        parent_id = parent.parent
+    return None
+
+
+def _sweep(run: _Run, policy: Policy) -> None:
+    """Whatever an input changed, no active session may outlive what it stands on: facts
+    arrive in any order, so a parent or a revocation may be learned after its delegates."""
+    for session_id in list(run.sessions):
+        session = run.sessions[session_id]
+        ancestor = _inactive_ancestor(run, session) if session.active else None
+        before = run.state.sessions.get(ancestor.session_id) if ancestor else None
+        # Report (in monitor mode) only what this input changed, so it is reported once.
+        changed = ancestor is not None and (before is None or before.active)
+        _check_standing(run, session, policy, report=changed)
 
 
 def _presented(session: Session, activity: SessionActivity, policy: Policy,

@@ -332,3 +332,34 @@ action = "notify"
     after, decisions = run(state, set_event("account-enabled", prefix=RISC), policy=policy)
     assert [(d.action, d.rule) for d in decisions] == [(Action.NOTIFY, "tell-the-soc")]
     assert after.sessions == state.sessions
+
+
+def test_a_parent_learned_after_its_delegate_still_cuts_the_delegate_off() -> None:
+    """Found by the property tests: the chain s2 -> s1 -> s0 learned out of order."""
+    state, _ = run(None, activity("established", "s0", T0 - 100),
+                   activity("established", "s2", T0 - 100, parent_session_id="s1"),
+                   activity("ended", "s1", T0 - 100, parent_session_id="s0"))
+    assert state.sessions["s1"].status == "ended"
+    assert state.sessions["s2"].status == "revoked", "its parent ended"
+    state, _ = run(None, activity("established", "s0", T0 - 100),
+                   activity("established", "s2", T0 - 100, parent_session_id="s1"),
+                   activity("established", "s1", T0 - 100, parent_session_id="s0"),
+                   set_event("session-revoked", session="s0"))
+    assert {s.session_id: s.status for s in state.sessions.values()} == {
+        "s0": "revoked", "s1": "revoked", "s2": "revoked"}
+
+
+def test_delegates_of_a_session_that_ended_do_not_outlive_it() -> None:
+    state, decisions = run(None, activity("established", "s2", T0 - 100),
+                           activity("established", "s3", T0 - 99, parent_session_id="s2"),
+                           activity("ended", "s2", T0 - 98))
+    assert state.sessions["s3"].status == "revoked"
+    assert actions(decisions)[-1] == ("revoke_session", "s3")
+    monitored, reported = run(None, activity("established", "s2", T0 - 100),
+                              activity("established", "s3", T0 - 99, parent_session_id="s2"),
+                              activity("ended", "s2", T0 - 98), policy=MONITOR)
+    assert monitored.sessions["s3"].status == "active"
+    assert [(d.action, d.session_id, d.enforced) for d in reported] == [
+        (Action.REVOKE_SESSION, "s3", False)]
+    _, repeated = run(monitored, activity("presented", "s3", T0 - 97), policy=MONITOR)
+    assert repeated == [], "monitor mode reports a fact once, not on every input"
