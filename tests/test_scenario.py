@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
-import signal
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from tests.conftest import (
     ISSUER,
     Idp,
-    WorkerProcess,
     collect,
     fresh_topics,
     produce,
@@ -171,75 +166,6 @@ def test_two_workers_decide_the_scenario(bootstrap: str, idp: Idp) -> None:
         assert "user2-web" not in latest, "revoked sessions get no flag updates"
         assert all(r["value"]["subject_key"].startswith(ISSUER) for r in flags)
         assert all(w.process.poll() is None for w in workers)
-    finally:
-        for worker in workers:
-            stop_worker(worker)
-
-
-def committed_everywhere(bootstrap: str, group: str, topics: list[str]) -> bool:
-    """Whether the group has committed an offset on every partition of `topics` that holds
-    records: the point from which a takeover resumes."""
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.structs import TopicPartition
-
-    async def check() -> bool:
-        # Reads the group's offsets without joining it (no subscription, no rebalance).
-        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                 enable_auto_commit=False)
-        await probe.start()
-        try:
-            for topic in topics:
-                partitions = probe.partitions_for_topic(topic) or set()
-                tps = [TopicPartition(topic, p) for p in partitions]
-                ends = await probe.end_offsets(tps)
-                for tp, end in ends.items():
-                    committed = await probe.committed(tp)
-                    if end > 0 and (committed is None or committed <= 0):
-                        return False
-            return True
-        finally:
-            await probe.stop()
-
-    return asyncio.run(check())
-
-
-@pytest.mark.parametrize("signum", [signal.SIGKILL])
-def test_killing_a_worker_mid_scenario_loses_no_decision(bootstrap: str, idp: Idp,
-                                                          signum: int, tmp_path: Path) -> None:
-    """A worker killed mid-scenario, once its group has committed offsets on the input topics.
-
-    Known open defect (issue 5): a worker killed before the group's first offset commit on an
-    input partition can make the survivor skip what was published there between the kill and
-    the takeover; this test does not cover that window.
-    """
-    topics = fresh_topics(bootstrap)
-    app_id = f"caep-kill-{uuid.uuid4().hex[:8]}"
-    workers: list[WorkerProcess] = [
-        start_worker(bootstrap, idp.trust_file, topics, CAEP_APP_ID=app_id) for _ in range(2)]
-    try:
-        for worker in workers:
-            worker.wait_ready()
-        records, expected = scenario(idp, time.time(), elevation_seconds=30.0)
-        half = len(records) // 2
-        rng = random.Random(11)
-        publish_scenario(bootstrap, topics, records[:half], rng)
-        inputs = [topics.security_events, topics.session_activity, topics.engine_input]
-        deadline = time.monotonic() + 60
-        while not committed_everywhere(bootstrap, app_id, inputs):
-            assert time.monotonic() < deadline, "the group never committed its input offsets"
-            time.sleep(0.2)
-        workers[0].process.send_signal(signum)
-        workers[0].process.wait(10)
-        publish_scenario(bootstrap, topics, records[half:], rng)
-        got = wait_for(bootstrap, topics.decisions, expected, timeout=120)
-        for name, worker in (("killed", workers[0]), ("survivor", workers[1])):
-            (tmp_path / f"{name}.log").write_text("".join(worker.output), encoding="utf-8")
-        membership = [line for line in workers[1].output if any(
-            mark in line for mark in ("Joined group", "newly assigned", "deadline index",
-                                      "Revoking", "Recovery complete"))]
-        assert expected <= decided(got), (
-            f"lost {expected - decided(got)}; worker logs in {tmp_path}; survivor's group "
-            "membership:\n" + "".join(membership[-20:]))
     finally:
         for worker in workers:
             stop_worker(worker)
