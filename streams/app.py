@@ -258,5 +258,3 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
 
     return app
 
-
-__all__ = ["SecurityEvent", "create_app", "dead_letter_record"]
