@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.api_jwk import PyJWK
@@ -41,8 +43,14 @@ def jwks_of(*jwks: dict[str, Any]) -> dict[str, Any]:
 def private_key(jwk: dict[str, Any]) -> Any:
     """The cryptography key object of a private JWK, as `sign_set` wants it.
 
-    Building it re-validates the key (tens of milliseconds for RSA): build it once, reuse it.
+    Building one re-validates the key (tens of milliseconds for RSA), so each distinct JWK is
+    built once and kept.
     """
     if "d" not in jwk:
         raise ValueError("JWK has no private part (`d`)")
-    return PyJWK(jwk).key
+    return _key_object(orjson.dumps(jwk, option=orjson.OPT_SORT_KEYS))
+
+
+@functools.lru_cache(maxsize=64)
+def _key_object(canonical_jwk: bytes) -> Any:
+    return PyJWK(orjson.loads(canonical_jwk)).key

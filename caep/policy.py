@@ -6,6 +6,7 @@ unknown member, action or event name is a `ConfigError` naming where it is.
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
@@ -165,10 +166,15 @@ def default_policy_text() -> str:
     return resources.files("caep").joinpath("default_policy.toml").read_text(encoding="utf-8")
 
 
+@functools.cache
+def _default_policy() -> Policy:
+    return parse_policy(default_policy_text(), "default policy")
+
+
 def load_policy(path: Path | None = None) -> Policy:
-    """The policy file at `path`, or the documented default policy."""
+    """The policy file at `path`, or the documented default policy (parsed once)."""
     if path is None:
-        return parse_policy(default_policy_text(), "default policy")
+        return _default_policy()
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

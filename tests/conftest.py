@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import queue
 import subprocess
@@ -66,12 +65,7 @@ class Idp:
         return claims
 
     def sign(self, claims: dict[str, Any]) -> str:
-        return sign_set(claims, self.key, kid=self.jwk["kid"])
-
-    @functools.cached_property
-    def key(self) -> Any:
-        """Building a key object from JWK numbers re-validates it (slow): do it once."""
-        return private_key(self.jwk)
+        return sign_set(claims, private_key(self.jwk), kid=self.jwk["kid"])
 
 
 def write_trust(directory: Path, jwk: dict[str, Any], **extra: str) -> Path:

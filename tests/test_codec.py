@@ -48,17 +48,13 @@ def verifier(**config: Any) -> SetVerifier:
     return SetVerifier(TrustStore.from_jwks(cfg, jwks_of(JWK, EC_JWK)))
 
 
-KEY_OBJECTS = {id(JWK): private_key(JWK), id(EC_JWK): private_key(EC_JWK)}
-
-
 def sign(payload: dict[str, Any], jwk: dict[str, Any] = JWK, alg: str = "RS256") -> str:
-    key = KEY_OBJECTS.get(id(jwk)) or private_key(jwk)
-    return sign_set(payload, key, alg=alg, kid=jwk["kid"])
+    return sign_set(payload, private_key(jwk), alg=alg, kid=jwk["kid"])
 
 
 def sign_exactly(payload: dict[str, Any]) -> str:
     """Sign without `sign_set` filling in a missing iat or jti."""
-    return jwt.encode(payload, KEY_OBJECTS[id(JWK)], algorithm="RS256",
+    return jwt.encode(payload, private_key(JWK), algorithm="RS256",
                       headers={"typ": "secevent+jwt", "kid": "k1"})
 
 

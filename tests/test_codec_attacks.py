@@ -30,8 +30,9 @@ from jwt.algorithms import RSAAlgorithm, get_default_algorithms
 
 from caep.codec import SetVerifier, sign_set
 from caep.errors import ConfigError, ErrorCode, SetError
-from caep.keys import generate_jwk, jwks_of, private_key, public_jwk
+from caep.keys import generate_jwk, jwks_of, public_jwk
 from caep.trust import IssuerConfig, TrustedIssuer, TrustStore, load_jwks
+from tests.jose_helpers import b64, signing_key, unb64
 
 IR = ErrorCode.INVALID_REQUEST
 IK = ErrorCode.INVALID_KEY
@@ -71,24 +72,6 @@ TINY_VERIFIER = SetVerifier(STORE, max_bytes=200)
 
 _ALGORITHMS = get_default_algorithms()
 DROP = object()  # an override value meaning "remove this member"
-
-
-_KEY_OBJECTS: dict[int, Any] = {}
-
-
-def signing_key(jwk: dict[str, Any]) -> Any:
-    """The private key object of `jwk`, loaded once (loading an RSA key checks it: slow)."""
-    if id(jwk) not in _KEY_OBJECTS:
-        _KEY_OBJECTS[id(jwk)] = private_key(jwk)
-    return _KEY_OBJECTS[id(jwk)]
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def unb64(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -33,8 +33,9 @@ from jwt.algorithms import get_default_algorithms
 
 from caep.codec import SetVerifier, VerifiedSet, sign_set
 from caep.errors import ErrorCode, SetError
-from caep.keys import generate_jwk, jwks_of, private_key, public_jwk
+from caep.keys import generate_jwk, jwks_of, public_jwk
 from caep.trust import IssuerConfig, TrustedIssuer, TrustStore, load_jwks
+from tests.jose_helpers import b64, signing_key, unb64
 
 NOW = 1_750_000_000
 SKEW = 300
@@ -98,24 +99,6 @@ def _trusted(issuer: Issuer) -> TrustedIssuer:
 VERIFIER = SetVerifier(TrustStore([_trusted(issuer) for issuer in ISSUERS]), iat_skew=SKEW)
 BIG_VERIFIER = SetVerifier(VERIFIER.trust, max_bytes=1_000_000, iat_skew=SKEW)
 ATTACKER = generate_jwk("RS256", kid="a-rsa")
-
-
-_KEY_OBJECTS: dict[int, Any] = {}
-
-
-def signing_key(jwk: dict[str, Any]) -> Any:
-    """The private key object of `jwk`, loaded once (loading an RSA key checks it: slow)."""
-    if id(jwk) not in _KEY_OBJECTS:
-        _KEY_OBJECTS[id(jwk)] = private_key(jwk)
-    return _KEY_OBJECTS[id(jwk)]
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def unb64(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def compact(header: dict[str, Any] | bytes, payload: dict[str, Any] | bytes,

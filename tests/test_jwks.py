@@ -32,7 +32,6 @@ AUD = "https://rp.example.com"
 REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 OLD_KEY = generate_jwk("RS256", kid="2026-01")
 NEW_KEY = generate_jwk("RS256", kid="2026-02")
-KEY_OBJECTS = {jwk["kid"]: private_key(jwk) for jwk in (OLD_KEY, NEW_KEY)}
 
 
 def _certificate(subject: str, issuer_key: Any, public_key: Any, issuer: str, ca: bool,
@@ -126,7 +125,7 @@ class FakeClock:
 def token(jwk: dict[str, Any], kid: str | None = None) -> str:
     claims = {"iss": ISS, "aud": AUD, "sub_id": {"format": "email", "email": "a@example.com"},
               "events": {REVOKED: {}}}
-    return sign_set(claims, KEY_OBJECTS[jwk["kid"]], kid=kid or jwk["kid"])
+    return sign_set(claims, private_key(jwk), kid=kid or jwk["kid"])
 
 
 def test_keys_are_fetched_over_https_at_load(jwks_server: JwksServer) -> None:
