@@ -19,6 +19,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -85,7 +86,7 @@ class IssuerConfig(BaseModel):
             raise ValueError("give exactly one of jwks_file or jwks_uri")
         return self
 
-    @property
+    @cached_property
     def audiences(self) -> frozenset[str]:
         return frozenset([self.audience] if isinstance(self.audience, str) else self.audience)
 
@@ -113,13 +114,27 @@ class VerificationKey:
 @dataclass
 class TrustedIssuer:
     config: IssuerConfig
+    _candidates: dict[tuple[str | None, str], tuple[VerificationKey, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict)
     keys: dict[str | None, list[VerificationKey]] = field(default_factory=dict)
 
-    def candidates(self, kid: str | None, alg: str) -> list[VerificationKey]:
-        """Keys that may have signed a token with this `kid` and `alg`."""
-        if kid is not None:
-            return [k for k in self.keys.get(kid, []) if k.alg == alg]
-        return [k for group in self.keys.values() for k in group if k.alg == alg]
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Replacing `keys` (a JWKS refetch) rebuilds the (kid, alg) index in the same step."""
+        object.__setattr__(self, name, value)
+        if name == "keys":
+            index: dict[tuple[str | None, str], list[VerificationKey]] = {}
+            for kid, group in value.items():
+                for key in group:
+                    if kid is not None:
+                        index.setdefault((kid, key.alg), []).append(key)
+                    index.setdefault((None, key.alg), []).append(key)
+            object.__setattr__(
+                self, "_candidates", {pair: tuple(keys) for pair, keys in index.items()})
+
+    def candidates(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
+        """Keys that may have signed a token with this `kid` (every key when it has none)
+        and `alg`: one lookup, as this runs for every token."""
+        return self._candidates.get((kid, alg), ())
 
 
 def _key_algorithms(jwk: Mapping[str, Any], allowed: list[str]) -> list[str]:

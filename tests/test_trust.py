@@ -32,7 +32,7 @@ def test_loads_issuer_with_relative_jwks_file(tmp_path: Path) -> None:
     assert issuer is not None
     assert issuer.config.audiences == {"https://rp.example.com"}
     assert [k.alg for k in issuer.candidates("k1", "RS256")] == ["RS256"]
-    assert issuer.candidates("k2", "RS256") == []
+    assert issuer.candidates("k2", "RS256") == ()
     assert store.get("https://other.example.com") is None
 
 
