@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/caep demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check caep streams tests
+	$(BIN)/ruff check caep streams tests examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict caep streams

@@ -130,6 +130,9 @@ class Policy(_Strict):
     scoring: Scoring = Scoring()
     lifetimes: Lifetimes = Lifetimes()
     flags: dict[str, JsonValue] = Field(default_factory=dict)
+    security_flags: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="Flags that fail closed in relying services, with their safe value.")
     rule: tuple[Rule, ...] = ()
 
     @model_validator(mode="after")
@@ -141,10 +144,38 @@ class Policy(_Strict):
         undeclared = sorted({k for r in self.rule for k in r.flags} - set(self.flags))
         if undeclared:
             raise ValueError(f"flags {undeclared} are set by rules but have no default in [flags]")
+        for key, safe in self.security_flags.items():
+            if key not in self.flags:
+                raise ValueError(f"security flag {key!r} has no default in [flags]")
+            if not _same_json_type(self.flags[key], safe):
+                raise ValueError(f"security flag {key!r}: the safe value {safe!r} is not of the "
+                                 f"type of its default {self.flags[key]!r}")
         return self
 
     def enforced(self, rule: Rule) -> bool:
         return (rule.mode or self.mode) is Mode.ENFORCE
+
+
+def json_type(value: object) -> str:
+    """The JSON type of a flag value; an integer counts as a number too (see `_same_json_type`)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def _same_json_type(default: object, value: object) -> bool:
+    kinds = {json_type(default), json_type(value)}
+    return len(kinds) == 1 or kinds == {"integer", "number"}
 
 
 def parse_policy(text: str, origin: str = "policy") -> Policy:

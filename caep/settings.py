@@ -110,6 +110,22 @@ class Settings(BaseSettings):
         default=65536, ge=1024, description="Largest SET accepted, in bytes."
     )
     log_level: str = Field(default="warning", description="Worker log level.")
+    client_tenants: str | None = Field(
+        default=None,
+        description="Relying services (caep.client): the tenants whose decisions and flags the "
+        "service sees, comma-separated; other tenants' records are counted and ignored.",
+    )
+    client_group_id: str | None = Field(
+        default=None,
+        description="Relying services: the subscriber's consumer group. Unset: one of its own "
+        "per process (each process reads every partition, so none may share a group).",
+    )
+    client_stale_after_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Relying services: the subscriber reports STALE after this long without "
+        "an answer from the broker, or behind the topics.",
+    )
 
     def idempotence_for(self, embedded: bool) -> bool:
         if self.producer_idempotence is not None:

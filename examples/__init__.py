@@ -1,0 +1,1 @@
+"""Examples of relying services built on caep.client."""
