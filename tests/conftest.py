@@ -223,3 +223,13 @@ def collect(bootstrap: str, topic: str, until: Callable[[list[dict[str, Any]]], 
         return records
 
     return asyncio.run(run())
+
+
+async def until(condition: Callable[[], bool], within: float, what: str) -> float:
+    """Observe `condition` (polling), returning how long it took; fail after `within` s."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > within:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from caep.client import Change, ChangeKind, Status, Subscriber
 from caep.client.subscriber import ChangesOverflow
@@ -18,7 +17,9 @@ from caep.errors import BrokerError, ConfigError
 from caep.policy import load_policy
 from caep.settings import Settings
 from streams.broker import EmbeddedBroker, free_port
+from streams.kafka_io import publish
 from streams.topics import ensure_topics
+from tests.conftest import until
 
 USER = {"format": "email", "email": "ann@example.com"}
 
@@ -50,25 +51,8 @@ def client_settings(bootstrap: str) -> Settings:
 async def send(bootstrap: str, topic: str, values: list[bytes], key: bytes | None = None,
                ) -> None:
     """Acknowledged records; without a key, spread over partitions as the engine's keys are."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                max_request_size=4 << 20)
-    await producer.start()
-    try:
-        pending = [await producer.send(topic, value, key=key or f"key-{i}".encode())
-                   for i, value in enumerate(values)]
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-
-
-async def until(condition: Callable[[], bool], within: float, what: str) -> float:
-    """Observe `condition` (polling), returning how long it took; fail after `within` s."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > within:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
+    await publish(bootstrap, topic,
+                  [(key or f"key-{i}".encode(), value) for i, value in enumerate(values)])
 
 
 def run(coroutine: Callable[[], Awaitable[None]]) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent
@@ -25,7 +24,9 @@ from caep.client import CaepProvider, Status, Subscriber
 from caep.decisions import Action, Decision, SessionFlags
 from caep.settings import Settings
 from streams.broker import EmbeddedBroker
+from streams.kafka_io import publish
 from streams.topics import ensure_topics
+from tests.conftest import until
 
 POLICY = '''
 [flags]
@@ -62,12 +63,7 @@ def policy_file(tmp_path: Path) -> Path:
 
 
 async def send(bootstrap: str, topic: str, key: str, value: bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value, key=key.encode())
-    finally:
-        await producer.stop()
+    await publish(bootstrap, topic, [(key.encode(), value)])
 
 
 def flags_record(sid: str, flags: dict[str, Any], tenant: str = "acme") -> bytes:
@@ -98,15 +94,6 @@ class Events:
     def of(self, event: ProviderEvent) -> list[EventDetails]:
         with self.lock:
             return [d for e, d in self.seen if e is event]
-
-
-async def until(condition: Callable[[], bool], within: float, what: str) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > within:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
 
 
 def run(scenario: Callable[[], Awaitable[None]], domain: str) -> None:
