@@ -635,10 +635,12 @@ def test_monitor_mode_never_enforces(scenario: tuple[dict[str, str | None], list
             # Monitor mode reports that a delegate would be cut off once, when the session it
             # acts for stops being active; afterwards the delegate stays active under monitor
             # mode, so enforce mode, started from that state, would cut it off on every input.
+            # A cascade appends "; acts on behalf of revoked session X" to the root cause, so
+            # the session that stopped being active is the one the first clause names.
             cause = next((r for r in d.reasons if "acts on behalf of" in r), None)
             if d.rule is not None or cause is None:
                 return False
-            ancestor = cause.rsplit(" ", 1)[-1]
+            ancestor = cause.split(";", 1)[0].rsplit(" ", 1)[-1]
             prior = state.sessions.get(ancestor)
             return prior is not None and not prior.active
 
