@@ -9,13 +9,14 @@ for them live in one partition and revoking the user's session reaches them all.
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, JsonValue, ValidationError
 
 from caep.errors import InvalidRequest
-from caep.subjects import describe_validation_error, parse_subject
+from caep.subjects import describe_validation_error, parse_subject, partition_key, subject_key
 
 ActivityKind = Literal["established", "presented", "ended"]
 Text = Annotated[str, Field(min_length=1, max_length=1024)]
@@ -57,6 +58,12 @@ class SessionActivity(BaseModel):
         default=None, description="Unique id; redelivered copies with the same id apply once."
     )
 
+    @cached_property
+    def key(self) -> str:
+        """Tenant plus canonical subject, the partition key; parsing the subject raises
+        InvalidRequest for one no RFC 9493 / SSF format describes."""
+        return partition_key(self.tenant, subject_key(parse_subject(self.subject)))
+
     def dedupe_key(self) -> str:
         """The identity of this fact for idempotent processing."""
         if self.activity_id is not None:
@@ -80,5 +87,5 @@ def parse_activity(raw: bytes | str | Any) -> SessionActivity:
         raise InvalidRequest(f"session activity could not be read ({type(exc).__name__})") from None
     if not math.isfinite(activity.observed_at):
         raise InvalidRequest("session activity: observed_at must be finite")
-    parse_subject(activity.subject)
+    activity.key  # noqa: B018  parsed once here, kept for partitioning
     return activity

@@ -33,7 +33,7 @@ from caep.events import (
 from caep.policy import Mode, Policy, Rule, event_name
 from caep.scoring import add_signal, current_risk, impossible_travel, set_floor
 from caep.state import MAX_DEVICES, MAX_SEEN, Session, Signal, SubjectState
-from caep.subjects import device_of, session_id_of, subject_key
+from caep.subjects import device_of, partition_key, session_id_of, subject_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +62,6 @@ class Tick:
 
 
 EngineInput = SecurityEvent | SessionActivity | Tick
-
-
-def partition_key(tenant: str, subject: str) -> str:
-    """Tenant plus canonical subject: all of one subject's records land in one partition."""
-    return f"{tenant}|{subject}"
 
 
 def security_events(verified: VerifiedSet) -> list[SecurityEvent]:
@@ -111,9 +106,7 @@ def devices_added(before: SubjectState | None, after: SubjectState) -> set[str]:
 
 
 def activity_key(activity: SessionActivity) -> str:
-    from caep.subjects import parse_subject
-
-    return partition_key(activity.tenant, subject_key(parse_subject(activity.subject)))
+    return activity.key
 
 
 class _Run:

@@ -106,6 +106,13 @@ class Settings(BaseSettings):
         ge=0,
         description="How far in the future a SET's `iat` may lie before it is rejected.",
     )
+    replay_window_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="How long the engine remembers each (`iss`, `jti`) it took in, so a "
+        "redelivered SET applies once. Each SET remembered holds about 320 bytes of worker "
+        "memory: a day at 10 SETs/s is about 280 MB over all workers.",
+    )
     max_set_bytes: int = Field(
         default=65536, ge=1024, description="Largest SET accepted, in bytes."
     )

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from caep import jsonbytes
+
 MAX_DEVICES = 4
 MAX_SIGNALS = 8
 MAX_SEEN = 256
@@ -74,7 +76,7 @@ class SubjectState:
         return replace(self, **changes)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({
+        return jsonbytes.dumps({
             "t": self.tenant, "k": self.key, "s": self.subject, "r": self.revoked_at,
             "seen": self.seen, "rf": self.risk_floor,
             "x": [_session_to_list(session) for session in self.sessions.values()],

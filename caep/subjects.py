@@ -496,6 +496,11 @@ def _key_of_simple(subject: SimpleSubject) -> str:
     return _canonical_json(subject.canonical())
 
 
+def partition_key(tenant: str, subject: str) -> str:
+    """Tenant plus canonical subject: all of one subject's records land in one partition."""
+    return f"{tenant}|{subject}"
+
+
 def subject_key(subject: Subject) -> str:
     """The canonical identity string used to partition events; see the module docstring."""
     if not isinstance(subject, ComplexSubject):

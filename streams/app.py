@@ -1,9 +1,11 @@
 """The faust application: where inputs are verified, re-keyed, evaluated and decisions published.
 
-    caep.security-events --ingest (verify)------\\
-                                                 >-- caep.engine-input --evaluate--> decisions
-    caep.session-activity --activity (validate)-/    (keyed by subject)   (table)   caep.flags
-    timer: due expiries -> Tick records ----------/
+    caep.security-events --ingest (verify; drop an (iss, jti)
+                           already taken in: table)-----\\
+                                                         >-- caep.engine-input --evaluate--> ...
+    caep.session-activity --activity (validate)---------/    (keyed by subject)   (table)
+    timer: due expiries -> Tick records ----------------/
+    ... -> decisions on caep.decisions, session flags on caep.flags
     device-only events -> caep.device-index --devices (table)--> engine-input, once per subject
     anything invalid -------------------------------------------------------> caep.dead-letter
 
@@ -25,6 +27,7 @@ from typing import Any
 import faust
 import orjson
 
+from caep import jsonbytes
 from caep.activity import parse_activity
 from caep.codec import SetVerifier
 from caep.decisions import Action, Decision, SessionFlags
@@ -43,6 +46,7 @@ from caep.evaluation import (
 from caep.events import UnrecognizedEvent
 from caep.jwks import KeyRefresher
 from caep.policy import load_policy
+from caep.replay import ExpiryIndex, Seen, replay_key
 from caep.settings import Settings
 from caep.state import SubjectState
 from caep.trust import TrustStore
@@ -119,6 +123,9 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                          key_type=bytes, value_type=bytes)
     devices = app.Table("devices", partitions=settings.topic_partitions,
                         key_type=bytes, value_type=bytes)
+    taken_in = app.Table("taken-in", partitions=settings.topic_partitions,
+                         key_type=bytes, value_type=bytes)
+    expiry = ExpiryIndex(settings.replay_window_seconds)
     deadlines: dict[bytes, float] = {}
 
     async def reject(error: CaepError, event: Any) -> None:
@@ -137,6 +144,11 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
             except SetError as error:
                 await reject(error, event)
                 continue
+            pair = replay_key(verified.iss, verified.jti)
+            if pair in taken_in:
+                log.info("redelivered SET jti=%s from %s: already taken in", verified.jti,
+                         verified.iss)
+                continue
             for item in security_events(verified):
                 if isinstance(item.event, UnrecognizedEvent):
                     log.warning("unrecognized event type %s in SET jti=%s from %s: kept, not "
@@ -147,6 +159,14 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                     continue
                 sent = await engine_input.send(key=item.key.encode(), value=encode_input(item))
                 await sent
+            # Remembered only once its inputs are on the broker: a crash before this point
+            # replays the SET, and the evaluation's own idempotence absorbs the second copy.
+            partition, now = event.message.partition, time.time()
+            seen = Seen(at=now, partition=partition)
+            taken_in[pair] = seen.to_bytes()
+            expiry.add(pair, seen)
+            for old in expiry.due(partition, now):
+                taken_in.pop(old, None)
 
     @app.agent(activity_topic, concurrency=1)
     async def activity(stream: faust.StreamT[bytes]) -> None:
@@ -222,7 +242,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
             if event.value.startswith(b'{"type":"uses"'):
                 subject = orjson.loads(event.value)["subject_key"]
                 if subject not in users:
-                    devices[key] = orjson.dumps([*users, subject])
+                    devices[key] = jsonbytes.dumps([*users, subject])
                     await app.producer.flush()
                 continue
             try:
@@ -247,6 +267,12 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         log.info("deadline index rebuilt: %d subjects with a deadline", len(deadlines))
 
     subjects.on_recover(index_deadlines)
+
+    async def index_taken_in() -> None:
+        expiry.rebuild([(key, Seen.from_bytes(value)) for key, value in taken_in.items()])
+        log.info("replay index rebuilt: %d SETs remembered", len(expiry))
+
+    taken_in.on_recover(index_taken_in)
 
     @app.timer(interval=settings.tick_interval_seconds)  # type: ignore[untyped-decorator]
     async def expire() -> None:

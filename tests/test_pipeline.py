@@ -9,6 +9,7 @@ from typing import Any
 
 import jwt
 import orjson
+import pytest
 from joserfc import jws
 from joserfc.jwk import RSAKey
 
@@ -37,6 +38,14 @@ def by_jti(jtis: set[str]) -> Any:
         seen = {r["value"].get("source_jti") for r in records if isinstance(r["value"], dict)}
         return jtis <= seen
     return until
+
+
+def inputs_with(jti: str, count: int | None = None) -> Any:
+    """The engine-input records carrying `jti`; with `count`, whether there are that many."""
+    def select(records: list[dict[str, Any]]) -> Any:
+        mine = [r for r in records if isinstance(r["value"], dict) and r["value"].get("jti") == jti]
+        return mine if count is None else len(mine) >= count
+    return select
 
 
 def test_session_revoked_from_another_jose_library_becomes_a_decision(
@@ -87,6 +96,9 @@ def test_subject_without_session_revokes_the_subject_once_however_often_delivere
     records = collect(bootstrap, topics.decisions, by_jti({later["jti"]}))
     mine = [r["value"] for r in records if r["value"].get("source_jti") == claims["jti"]]
     assert len(mine) == 1, "a redelivered SET must change things once"
+    inputs = collect(bootstrap, topics.engine_input, inputs_with(later["jti"], 1))
+    assert len(inputs_with(claims["jti"])(inputs)) == 1, (
+        "the (iss, jti) table must drop the copies before evaluation")
     assert mine[0]["action"] == "revoke_subject"
     assert mine[0]["session_id"] is None
     event_time = claims["events"][SESSION_REVOKED]["event_timestamp"] / 1000
@@ -127,12 +139,14 @@ def test_invalid_sets_go_to_dead_letter_with_their_code_and_the_worker_keeps_goi
 
 
 
-def test_state_survives_a_worker_restart_on_rocksdb(bootstrap: str, idp: Idp,
-                                                    tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
+def test_state_survives_a_worker_restart(bootstrap: str, idp: Idp, tmp_path: Path,
+                                         store: str) -> None:
+    """RocksDB keeps state on disk; the memory store recovers it from the changelog topics."""
     from tests.conftest import fresh_topics, start_worker, stop_worker
 
     topics = fresh_topics(bootstrap)
-    env = {"CAEP_APP_ID": f"caep-rocks-{uuid.uuid4().hex[:8]}", "CAEP_TABLE_STORE": "rocksdb://",
+    env = {"CAEP_APP_ID": f"caep-restart-{uuid.uuid4().hex[:8]}", "CAEP_TABLE_STORE": store,
            "CAEP_DATA_DIR": str(tmp_path / "state")}
     subject = {"format": "complex", "user": {"format": "email", "email": "rob@example.com"},
                "session": {"format": "opaque", "id": "rob-1"}}
@@ -144,7 +158,8 @@ def test_state_survives_a_worker_restart_on_rocksdb(bootstrap: str, idp: Idp,
         collect(bootstrap, topics.decisions, by_jti({revocation["jti"]}))
     finally:
         assert stop_worker(first) == 0
-    assert any((tmp_path / "state").rglob("*")), "RocksDB wrote nothing"
+    if store.startswith("rocksdb"):
+        assert any((tmp_path / "state").rglob("*")), "RocksDB wrote nothing"
 
     second = start_worker(bootstrap, idp.trust_file, topics, **env)
     try:
@@ -155,5 +170,37 @@ def test_state_survives_a_worker_restart_on_rocksdb(bootstrap: str, idp: Idp,
         records = collect(bootstrap, topics.decisions, by_jti({sentinel["jti"]}))
         again = [r for r in records if r["value"]["source_jti"] == revocation["jti"]]
         assert len(again) == 1, "the restarted worker must remember what it already applied"
+        inputs = collect(bootstrap, topics.engine_input, inputs_with(sentinel["jti"], 1))
+        assert len(inputs_with(revocation["jti"])(inputs)) == 1, (
+            "the restarted worker must remember the (iss, jti) pairs it took in")
     finally:
         stop_worker(second)
+
+
+def test_a_pair_is_forgotten_after_the_replay_window_and_the_state_still_applies_it_once(
+        bootstrap: str, idp: Idp) -> None:
+    from tests.conftest import fresh_topics, start_worker, stop_worker
+
+    topics = fresh_topics(bootstrap)
+    worker = start_worker(bootstrap, idp.trust_file, topics, CAEP_REPLAY_WINDOW_SECONDS="1")
+    subject = {"format": "email", "email": "rita@example.com"}
+    revocation = idp.sign(idp.claims(subject)).encode()
+    first_jti = jwt.decode(revocation, options={"verify_signature": False})["jti"]
+    try:
+        worker.wait_ready()
+        produce(bootstrap, topics.security_events, [revocation], key=b"rita")
+        collect(bootstrap, topics.decisions, by_jti({first_jti}))
+        time.sleep(1.5)  # let the one-second window pass: the subject of this test is time
+        # A record of the same partition (same key) makes the worker forget the old pair.
+        later = idp.claims({"format": "email", "email": "rita@example.com"})
+        last = idp.claims({"format": "email", "email": "rita@example.com"})
+        produce(bootstrap, topics.security_events,
+                [idp.sign(later).encode(), revocation, idp.sign(last).encode()], key=b"rita")
+        inputs = collect(bootstrap, topics.engine_input, inputs_with(last["jti"], 1))
+        assert len(inputs_with(first_jti)(inputs)) == 2, (
+            "past the window the pair is forgotten, so the copy reaches evaluation")
+        records = collect(bootstrap, topics.decisions, by_jti({last["jti"]}))
+        assert len([r for r in records if r["value"]["source_jti"] == first_jti]) == 1, (
+            "the subject's own memory of applied SETs still applies it once")
+    finally:
+        stop_worker(worker)
