@@ -134,6 +134,14 @@ class Settings(BaseSettings):
         "an answer from the broker, or behind the topics.",
     )
 
+    client_max_session_lifetime_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Relying services: the longest one of the service's sessions can live; "
+        "the view keeps every revocation that long (plus 60 s of clock skew) after its "
+        "decision. Unset: the policy's absolute lifetime, also the least it may be.",
+    )
+
     def idempotence_for(self, embedded: bool) -> bool:
         if self.producer_idempotence is not None:
             return self.producer_idempotence

@@ -5,7 +5,11 @@
 - `CaepMiddleware` refuses revoked sessions (401 invalid_token) and sessions the engine wants
   stepped up (401 insufficient_user_authentication, RFC 9470) on every request;
 - `CaepProvider` answers OpenFeature flag evaluations per session: `/downloads/report` is
-  served only while `downloads.enabled` holds for the caller's session.
+  served only while `downloads.enabled` holds for the caller's session;
+- `/events` is a websocket that pushes the session's flags whenever the engine changes them,
+  and is closed (1008, policy violation) the moment the engine revokes the session or its
+  subject, or asks for a step-up: the middleware only guards the handshake, so open sockets are
+  re-checked from `on_change` with the same rule (`caep.client.check`).
 
 Run it against the engine's cluster (tokens are JWTs with `sid`, `email`, `acr`, `auth_time`
 from the issuer whose keys are in the JWKS file):
@@ -36,9 +40,10 @@ from openfeature.provider.no_op_provider import NoOpProvider
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from caep.client import CaepMiddleware, CaepProvider, Change, Principal, Subscriber
+from caep.client import CaepMiddleware, CaepProvider, Change, Principal, Subscriber, check
 from caep.errors import CaepError, ConfigError
 
 
@@ -71,17 +76,32 @@ def create_app(subscriber: Subscriber, verify: Callable[[str], Mapping[str, Any]
     provider = CaepProvider(subscriber)
     flags = api.get_client(flags_domain)
     profiles: dict[str, dict[str, Any]] = {}  # per-session cache, dropped on any engine change
+    sockets: dict[WebSocket, Principal] = {}  # open /events sockets and who they are for
 
-    def forget(change: Change) -> None:
+    async def react(change: Change) -> None:
+        """Drop the cache, then re-check every open socket the change may concern."""
         if change.session_id is not None:
             profiles.pop(change.session_id, None)
         else:  # a subject revocation: which sessions are its is not known here
             profiles.clear()
+        now = time.time()
+        for socket, who in list(sockets.items()):
+            if change.session_id is not None and who.session_id != change.session_id:
+                continue
+            denial = check(who, subscriber.view, now)
+            # The client may have gone meanwhile: then there is nothing left to close.
+            with contextlib.suppress(RuntimeError, OSError):
+                if denial is not None:
+                    sockets.pop(socket, None)
+                    await socket.close(code=1008, reason=denial.description)
+                elif change.flags_changed and who.session_id is not None:
+                    await socket.send_json({"flags": subscriber.flags(who.session_id),
+                                            "changed": sorted(change.flags_changed)})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await subscriber.start()
-        unsubscribe = subscriber.on_change(forget)
+        unsubscribe = subscriber.on_change(react)
         api.set_provider(provider, flags_domain)
         try:
             yield
@@ -124,6 +144,23 @@ def create_app(subscriber: Subscriber, verify: Callable[[str], Mapping[str, Any]
                                  "reason": str(details.reason)}, 403)
         return PlainTextResponse("quarterly report\n")
 
+    async def events(websocket: WebSocket) -> None:
+        who = getattr(websocket.state, "caep_principal", None)
+        if not isinstance(who, Principal) or who.session_id is None:
+            await websocket.close(code=1008, reason="a bearer token with a sid claim is required")
+            return
+        await websocket.accept()
+        sockets[websocket] = who
+        try:
+            await websocket.send_json({"session_id": who.session_id,
+                                       "flags": subscriber.flags(who.session_id)})
+            while True:  # the client has nothing to say; this waits for it to leave
+                await websocket.receive_text()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            sockets.pop(websocket, None)
+
     async def health(request: Request) -> Response:
         body = {"status": subscriber.status.value, "reason": subscriber.reason,
                 "sessions_tracked": len(subscriber.view),
@@ -132,7 +169,8 @@ def create_app(subscriber: Subscriber, verify: Callable[[str], Mapping[str, Any]
         return JSONResponse(body, 200 if subscriber.status.value in ("READY", "STALE") else 503)
 
     app = Starlette(routes=[Route("/me", me), Route("/downloads/report", report),
-                            Route("/health", health)], lifespan=lifespan)
+                            Route("/health", health), WebSocketRoute("/events", events)],
+                    lifespan=lifespan)
     app.add_middleware(CaepMiddleware, subscriber=subscriber, verify=verify,
                        subject=email_subject)
     return app

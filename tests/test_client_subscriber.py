@@ -71,6 +71,21 @@ def test_settings_must_name_a_cluster_and_the_tenants_served() -> None:
     assert subscriber.group_id != other.group_id, "every process has a group of its own"
 
 
+def test_the_longest_session_lifetime_comes_from_the_settings_and_bounds_eviction() -> None:
+    policy = load_policy()
+    longest = policy.lifetimes.absolute_seconds * 2
+    settings = Settings(bootstrap="127.0.0.1:1", client_tenants="acme",
+                        client_max_session_lifetime_seconds=longest)
+    view = Subscriber(settings).view
+    assert view.max_session_lifetime == longest
+    assert view.retention == longest + view.clock_skew
+    assert Subscriber(Settings(bootstrap="127.0.0.1:1", client_tenants="acme")
+                      ).view.max_session_lifetime == policy.lifetimes.absolute_seconds
+    with pytest.raises(ConfigError, match="at least the policy's absolute lifetime"):
+        Subscriber(Settings(bootstrap="127.0.0.1:1", client_tenants="acme",
+                            client_max_session_lifetime_seconds=1.0))
+
+
 def test_an_unreachable_cluster_is_one_clear_error() -> None:
     async def scenario() -> None:
         subscriber = Subscriber(Settings(bootstrap=f"127.0.0.1:{free_port()}"),

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from caep.client.middleware import Principal, check
 from caep.client.view import ChangeKind, SessionView, principal_key
 from caep.decisions import Action, Decision, SessionFlags
 from caep.errors import ConfigError, InvalidRequest
@@ -132,7 +133,10 @@ def test_principal_key_matches_a_complex_subject_to_its_user() -> None:
 
 def test_a_record_that_arrives_after_its_sessions_lifetime_is_not_kept() -> None:
     view = SessionView(["acme"], POLICY)
-    late = T0 + LIFETIME + 1
+    assert view.apply_decision(decision(Action.REVOKE_SESSION, "s0"),
+                               T0 + view.retention - 1) is not None
+    view = SessionView(["acme"], POLICY)
+    late = T0 + view.retention
     assert view.apply_decision(decision(Action.REVOKE_SESSION), late) is None
     assert view.apply_flags(flags_record("s1", {"downloads.enabled": False}), late) is None
     assert view.counters.expired == 2 and len(view) == 0
@@ -309,3 +313,74 @@ def test_policy_security_flags_need_a_default_of_the_same_type() -> None:
     assert parse_policy('[flags]\n"x" = 1.5\n[security_flags]\n"x" = 0\n').security_flags == {
         "x": 0}
     assert set(POLICY.security_flags) <= set(POLICY.flags)
+
+
+
+# -- eviction never lets a revoked session back in ---------------------------------------------
+
+
+def refused(view: SessionView, now: float, **principal: Any) -> bool:
+    return check(Principal(**principal), view, now) is not None
+
+
+def test_a_revoked_session_stays_refused_until_the_longest_session_could_have_ended() -> None:
+    """No token of a revoked session gets in again: one without auth_time (nothing to hold
+    against the lifetime), one authenticated the second the session was revoked, one of a
+    subject revoked long after `established_before`; until `max_session_lifetime` (plus the
+    clock skew) after the decision. Then the memory is released."""
+    view = SessionView(["acme"], POLICY, max_session_lifetime=3 * LIFETIME)
+    assert view.retention == 3 * LIFETIME + view.clock_skew
+    view.apply_decision(decision(Action.REVOKE_SESSION, "s1", at=T0), T0)
+    view.apply_decision(decision(Action.REVOKE_SUBJECT, None, established_before=T0 - LIFETIME / 2,
+                                 at=T0), T0)
+    bound = T0 + view.retention
+    for now in (T0 + LIFETIME / 2 + 1, T0 + LIFETIME + 1, T0 + 2 * LIFETIME, bound - 1):
+        assert view.evict(now) == 0
+        assert refused(view, now, session_id="s1"), now - T0
+        assert refused(view, now, session_id="s2", subject=USER), now - T0
+    assert view.evict(bound) == 2 and len(view) == 0 and not view._expiry
+    assert view.counters.evicted == 2
+    assert not refused(view, bound, session_id="s1")
+
+
+def test_by_default_a_revocation_outlives_every_token_the_middleware_still_accepts() -> None:
+    view = SessionView(["acme"], POLICY)
+    view.apply_decision(decision(Action.REVOKE_SESSION, "s1", at=T0), T0)
+    view.apply_decision(decision(Action.REVOKE_SUBJECT, None, established_before=T0 - 600,
+                                 at=T0), T0)
+    # Within the middleware's 5 s leeway a token authenticated at T0 is not past its lifetime.
+    now = T0 + LIFETIME + 2
+    view.evict(now)
+    assert refused(view, now, session_id="s1", auth_time=T0)
+    assert refused(view, now, session_id="s2", subject=USER)  # no auth_time: fail closed
+    assert refused(view, now, session_id="s2", subject=USER, auth_time=T0 - 600)
+    assert view.max_session_lifetime == LIFETIME and view.clock_skew >= 5.0
+    later = T0 + view.retention
+    view.evict(later)
+    assert len(view) == 0
+    assert refused(view, later, session_id="s1", auth_time=T0), "by its lifetime, now"
+
+
+def test_a_session_lifetime_shorter_than_the_policys_is_refused() -> None:
+    with pytest.raises(ConfigError, match="at least the policy's absolute lifetime"):
+        SessionView(["acme"], POLICY, max_session_lifetime=LIFETIME - 1)
+    with pytest.raises(ConfigError, match="clock_skew"):
+        SessionView(["acme"], POLICY, clock_skew=-1)
+
+
+def test_a_session_id_two_served_tenants_restricted_fails_closed_without_a_tenant() -> None:
+    view = SessionView(["acme", "globex"], POLICY)
+    view.apply_flags(flags_record("s1", {"downloads.enabled": False}, "acme"), T0)
+    view.apply_flags(flags_record("s1", {"downloads.enabled": True, "admin.console": False},
+                                  "globex"), T0)
+    assert view.flags("s1") == {**POLICY.flags, **POLICY.security_flags}
+    assert view.flags("s1", "globex") == {**POLICY.flags, "admin.console": False}
+    assert view.ambiguous("s1") and not view.ambiguous("s1", "acme")
+
+
+def test_flags_are_a_copy_the_caller_may_change() -> None:
+    policy = parse_policy('[flags]\n"layout" = { columns = 2 }\n')
+    view = SessionView(["acme"], policy)
+    mine = view.flags("s1")
+    mine["layout"]["columns"] = 9  # type: ignore[index]
+    assert view.flags("s1") == {"layout": {"columns": 2}} == policy.flags

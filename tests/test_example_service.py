@@ -18,6 +18,9 @@ from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent
 from openfeature.flag_evaluation import Reason
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync import client as sync_client
+from websockets.sync.client import connect
 
 from caep.client import Subscriber
 from caep.keys import generate_jwk, jwks_of, private_key
@@ -31,6 +34,7 @@ LOGIN = "https://login.example.com"
 KEY = generate_jwk("RS256", kid="login-key")
 RISK = "https://schemas.openid.net/secevent/caep/event-type/risk-level-change"
 MFA = "urn:caep-engine:acr:mfa"
+RISC_ACCOUNT_DISABLED = "https://schemas.openid.net/secevent/risc/event-type/account-disabled"
 
 
 def token(sid: str, email: str, *, acr: str = "urn:pwd", auth_time: float | None = None) -> str:
@@ -80,6 +84,18 @@ def subject(email: str, sid: str | None = None) -> dict[str, Any]:
     return out
 
 
+def events_url(service: Service) -> str:
+    return f"ws://{service.http.base_url.host}:{service.http.base_url.port}/events"
+
+
+def open_events(service: Service, bearer: str) -> Any:
+    """The /events websocket, after its first message."""
+    socket = connect(events_url(service), open_timeout=5,
+                     additional_headers={"Authorization": f"Bearer {bearer}"})
+    assert "session_id" in orjson.loads(socket.recv(timeout=5))
+    return socket
+
+
 def test_a_risk_spike_restricts_the_session_within_a_second(
         service: Service, bootstrap: str, idp: Idp, topics: Topics,
         engine: WorkerProcess) -> None:
@@ -89,6 +105,7 @@ def test_a_risk_spike_restricts_the_session_within_a_second(
         "observed_at": time.time(), "acr": "urn:pwd"})], key=sid.encode())
     bearer = token(sid, email)
     assert service.get("/downloads/report", bearer).text == "quarterly report\n"
+    socket = open_events(service, bearer)
     assert service.get("/me", bearer).json()["flags"] == {
         "downloads.enabled": True, "admin.console": True, "elevated": False}
     context = EvaluationContext(targeting_key=sid)
@@ -126,6 +143,13 @@ def test_a_risk_spike_restricts_the_session_within_a_second(
         False, Reason.TARGETING_MATCH, "session")
     assert rejected_after < 1.0, f"the middleware refused after {rejected_after:.2f} s"
     assert fired_at - published < 1.0, f"the event fired after {fired_at - published:.2f} s"
+    # the socket opened with the weak token is closed, not left open
+    with pytest.raises(ConnectionClosed) as closed, socket:
+        while True:
+            socket.recv(timeout=1.0)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+        1008, "A different authentication level is required")
 
     # Stepped up, the session is let in, but the engine's restriction still holds...
     stepped_up = token(sid, email, acr=MFA, auth_time=time.time())
@@ -144,6 +168,49 @@ def test_a_risk_spike_restricts_the_session_within_a_second(
     assert 'error="invalid_token"' in last.headers["www-authenticate"]
     health = service.http.get("/health").json()
     assert health["status"] == "READY" and health["sessions_tracked"] >= 1
+
+
+def test_an_open_websocket_is_closed_the_moment_its_session_is_revoked(
+        service: Service, bootstrap: str, idp: Idp, topics: Topics,
+        engine: WorkerProcess) -> None:
+    """The middleware guards the handshake; the service's on_change closes what is open."""
+    email, sid = "wes@example.com", f"sess-{uuid.uuid4().hex[:6]}"
+    other = f"other-{sid}"
+
+    def connect(session: str) -> Any:
+        return sync_client.connect(events_url(service), open_timeout=5, additional_headers={
+            "Authorization": f"Bearer {token(session, email)}"})
+
+    with connect(sid) as mine, connect(other) as theirs:
+        assert orjson.loads(mine.recv(timeout=5))["session_id"] == sid
+        assert orjson.loads(theirs.recv(timeout=5))["flags"]["downloads.enabled"] is True
+        published = time.monotonic()
+        produce(bootstrap, topics.security_events,
+                [idp.sign(idp.claims(subject(email, sid))).encode()], key=b"wes")
+        with pytest.raises(ConnectionClosed) as closed:
+            mine.recv(timeout=3)
+        closed_after = time.monotonic() - published
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+            1008, "The session has been revoked")
+        assert closed_after < 1.0, f"closed {closed_after:.2f} s after the SET was published"
+        with pytest.raises(TimeoutError):
+            theirs.recv(timeout=0.3)  # another session of the same user stays open
+    with pytest.raises(InvalidStatus) as refused:
+        connect(sid).close()
+    assert refused.value.response.status_code == 401
+    assert 'error="invalid_token"' in refused.value.response.headers["WWW-Authenticate"]
+
+    # Disabling the account closes the sockets of every session authenticated before it.
+    with connect(other) as theirs:
+        theirs.recv(timeout=5)
+        disabled = idp.claims(subject(email), RISC_ACCOUNT_DISABLED, {"reason": "hijacking"})
+        produce(bootstrap, topics.security_events, [idp.sign(disabled).encode()], key=b"wes")
+        with pytest.raises(ConnectionClosed) as closed:
+            theirs.recv(timeout=3)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+            1008, "The sessions of this subject have been revoked")
 
 
 def test_the_example_needs_its_settings(monkeypatch: pytest.MonkeyPatch,

@@ -12,11 +12,15 @@ from typing import Any
 
 import httpx
 import jwt
+import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.exceptions import InvalidStatus
+from websockets.sync import client as sync_client
 
 from caep.client import CaepMiddleware, Principal, SessionView, Subscriber, check
 from caep.client.middleware import Denial, InvalidToken, bearer_token, challenge, principal_of
@@ -81,24 +85,41 @@ def test_a_session_past_the_policys_absolute_lifetime_is_refused() -> None:
     assert denial is not None and denial.description == "The session is past its lifetime"
 
 
-def test_step_up_is_asked_until_a_token_shows_the_acr_recently_enough() -> None:
+def test_step_up_is_asked_until_a_token_proves_it() -> None:
+    """RFC 9470: the acr asked for, and with a max_age an auth_time after the engine asked
+    (a token from before the risk does not answer it) no older than max_age."""
     view = view_with(decided(Action.STEP_UP, required_acr="urn:mfa", max_age=300))
     ask = Denial(401, "insufficient_user_authentication",
                  "A different authentication level is required", acr_values="urn:mfa",
                  max_age=300)
-    assert check(Principal(session_id="s1", acr="urn:pwd", auth_time=NOW), view, NOW) == ask
-    assert check(Principal(session_id="s1", acr="urn:mfa"), view, NOW) == ask
-    assert check(Principal(session_id="s1", acr="urn:mfa", auth_time=NOW - 400), view,
-                 NOW) == ask
-    assert check(Principal(session_id="s1", acr="urn:mfa", auth_time=NOW - 200), view,
-                 NOW) is None
+
+    def answer(now: float, **claims: Any) -> Denial | None:
+        return check(Principal(session_id="s1", **claims), view, now)
+
+    assert answer(NOW, acr="urn:pwd", auth_time=NOW) == ask
+    assert answer(NOW, acr="urn:mfa") == ask, "no auth_time: nothing proves it is recent"
+    assert answer(NOW, acr="urn:mfa", auth_time=NOW - 200) == ask, "before the engine asked"
+    assert answer(NOW + 20, acr="urn:mfa", auth_time=NOW - 6) == ask
+    assert answer(NOW + 20, acr="urn:mfa ", auth_time=NOW + 10) == ask, "exactly the acr"
+    assert answer(NOW + 20, acr="urn:mfa", auth_time=NOW + 10) is None
+    assert answer(NOW + 2, acr="urn:mfa", auth_time=NOW - 4) is None, "within the leeway"
+    assert answer(NOW + 10 + 305, acr="urn:mfa", auth_time=NOW + 10) is None
+    assert answer(NOW + 10 + 306, acr="urn:mfa", auth_time=NOW + 10) == ask, (
+        "older than max_age: authenticate again")
+    assert check(Principal(session_id="s2", acr="urn:pwd"), view, NOW) is None
+
     fresh = view_with(decided(Action.STEP_UP, required_acr="urn:mfa", max_age=0))
     assert check(Principal(session_id="s1", acr="urn:mfa", auth_time=NOW - 60), fresh,
                  NOW) is not None
     assert check(Principal(session_id="s1", acr="urn:mfa", auth_time=NOW + 1), fresh,
                  NOW + 2) is None
+    assert check(Principal(session_id="s1", acr="urn:mfa", auth_time=NOW + 1), fresh,
+                 NOW + 7) is not None
     any_age = view_with(decided(Action.STEP_UP, required_acr="urn:mfa"))
     assert check(Principal(session_id="s1", acr="urn:mfa"), any_age, NOW) is None
+    assert check(Principal(session_id="s1", acr="urn:mfa", auth_time=NOW - 9999), any_age,
+                 NOW) is None
+    assert check(Principal(session_id="s1", acr="urn:pwd"), any_age, NOW) is not None
 
 
 def test_challenges_are_rfc_6750_and_rfc_9470_headers() -> None:
@@ -144,6 +165,9 @@ def test_the_middleware_needs_one_way_to_find_the_principal() -> None:
         CaepMiddleware(app, subscriber)
     with pytest.raises(ConfigError, match="exactly one"):
         CaepMiddleware(app, subscriber, verify=lambda t: {}, extract=lambda s: None)
+    with pytest.raises(ConfigError, match="clock_skew"):
+        CaepMiddleware(app, subscriber, verify=lambda t: {},
+                       leeway=subscriber.view.clock_skew + 1)
 
 
 # -- a real app, a real server, a real worker ---------------------------------------------------
@@ -175,7 +199,13 @@ def protected_app(subscriber: Subscriber, verify: Callable[[str], Mapping[str, A
         principal = getattr(request.state, "caep_principal", None)
         return JSONResponse({"session": principal.session_id if principal else None})
 
-    app = Starlette(routes=[Route("/", hello)], lifespan=lifespan)
+    async def echo(websocket: WebSocket) -> None:
+        principal = getattr(websocket.state, "caep_principal", None)
+        await websocket.accept()
+        await websocket.send_text(principal.session_id if principal else "-")
+        await websocket.close()
+
+    app = Starlette(routes=[Route("/", hello), WebSocketRoute("/ws", echo)], lifespan=lifespan)
     app.add_middleware(CaepMiddleware, subscriber=subscriber, verify=verify,
                        subject=email_subject, realm="example")
     return app
@@ -218,6 +248,20 @@ def until_status(client: httpx.Client, bearer: str, status: int, engine: WorkerP
         time.sleep(0.02)
 
 
+def handshake(client: httpx.Client, bearer: str) -> tuple[int, Any, str]:
+    """A websocket handshake to /ws over a real connection: (101, None, the first message) or
+    the refusal's (status, headers, body)."""
+
+    url = f"ws://{client.base_url.host}:{client.base_url.port}/ws"
+    try:
+        with sync_client.connect(url, additional_headers={"Authorization": f"Bearer {bearer}"},
+                                 open_timeout=5) as ws:
+            return 101, None, str(ws.recv(timeout=5))
+    except InvalidStatus as refused:
+        response = refused.response
+        return response.status_code, response.headers, bytes(response.body or b"").decode()
+
+
 def test_requests_without_credentials_pass_and_bad_tokens_are_refused(
         service: httpx.Client) -> None:
     assert service.get("/").json() == {"session": None}
@@ -250,6 +294,13 @@ def test_a_revoked_session_is_refused_with_invalid_token(
     other = token(f"other-{sid}", "rita@example.com")
     assert service.get("/", headers={"Authorization": f"Bearer {other}"}).status_code == 200
 
+    # A websocket handshake gets the same answer, challenge included, over a real connection.
+    status, headers, body = handshake(service, bearer)
+    assert status == 401, (status, body)
+    assert headers["WWW-Authenticate"] == refused.headers["www-authenticate"]
+    assert orjson.loads(body)["error"] == "invalid_token"
+    assert handshake(service, other) == (101, None, f"other-{sid}")
+
 
 def test_a_risk_spike_asks_for_step_up_until_the_token_shows_it(
         service: httpx.Client, bootstrap: str, idp: Idp, topics: Topics,
@@ -260,16 +311,24 @@ def test_a_risk_spike_asks_for_step_up_until_the_token_shows_it(
     spike = idp.claims(subject("sam@example.com", sid), CAEP + "risk-level-change",
                        {"principal": "USER", "current_level": "HIGH",
                         "event_timestamp": int(time.time() * 1000)})
+    assert handshake(service, bearer) == (101, None, sid)
     produce(bootstrap, topics.security_events, [idp.sign(spike).encode()])
     refused = until_status(service, bearer, 401, engine)
     assert refused.headers["www-authenticate"] == (
         'Bearer realm="example", error="insufficient_user_authentication", '
         'error_description="A different authentication level is required", '
         'acr_values="urn:caep-engine:acr:mfa", max_age="300"')
-    stepped_up = token(sid, "sam@example.com", acr="urn:caep-engine:acr:mfa",
-                       auth_time=time.time())
+    status, headers, _ = handshake(service, bearer)
+    assert (status, headers["WWW-Authenticate"]) == (401, refused.headers["www-authenticate"])
+
+    # The right acr from before the engine asked does not answer it; authenticating again does.
+    mfa = "urn:caep-engine:acr:mfa"
+    earlier = token(sid, "sam@example.com", acr=mfa, auth_time=time.time() - 60)
+    assert service.get("/", headers={"Authorization": f"Bearer {earlier}"}).status_code == 401
+    stepped_up = token(sid, "sam@example.com", acr=mfa, auth_time=time.time())
     response = service.get("/", headers={"Authorization": f"Bearer {stepped_up}"})
     assert response.status_code == 200, response.text
+    assert handshake(service, stepped_up) == (101, None, sid)
 
 
 def test_revoking_a_subject_refuses_its_older_sessions_only(
@@ -303,6 +362,8 @@ def test_until_the_view_has_caught_up_requests_with_credentials_get_503() -> Non
         assert response.status_code == 503 and response.headers["retry-after"] == "1"
         assert response.json()["error"] == "temporarily_unavailable"
         assert client.get("/").status_code == 200
+        status, headers, _ = handshake(client, bearer)
+        assert (status, headers["Retry-After"]) == (503, "1")
 
 
 def test_websocket_handshakes_are_refused_with_a_close_frame_and_lifespan_passes() -> None:

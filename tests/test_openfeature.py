@@ -299,3 +299,168 @@ def test_a_shared_group_puts_the_provider_in_error(bootstrap: str, policy_file: 
         assert subscriber.status is Status.NOT_READY
 
     run(scenario, domain)
+
+
+def sdk_status(domain: str) -> ProviderStatus:
+    return api.get_client(domain).get_provider_status()
+
+
+def test_a_provider_set_while_the_view_is_stale_is_stale_at_once_and_then_follows(
+        bootstrap: str, policy_file: Path) -> None:
+    settings = settings_for(bootstrap, policy_file)
+    domain = f"flags-{uuid.uuid4().hex[:6]}"
+    events = Events()
+
+    async def scenario() -> None:
+        subscriber = Subscriber(settings, tenants=["acme"], stale_after=0.5)
+        release = asyncio.Event()
+
+        async def slow(change: Any) -> None:
+            await release.wait()
+
+        subscriber.on_change(slow)
+        await subscriber.start()
+        try:
+            await send(bootstrap, settings.topic_flags, "s-1", flags_record("s-1", RESTRICTED))
+            await until(lambda: subscriber.status is Status.STALE, 5, "the view STALE")
+            api.set_provider(CaepProvider(subscriber), domain)
+            client = api.get_client(domain)
+            for event in ProviderEvent:
+                client.add_handler(event, events.handler(event))
+            await until(lambda: sdk_status(domain) is ProviderStatus.STALE, 2,
+                        "STALE as soon as it is set, not READY until the next change")
+            await until(lambda: bool(events.of(ProviderEvent.PROVIDER_STALE)), 2,
+                        "PROVIDER_STALE")
+            await asyncio.sleep(0.3)
+            assert sdk_status(domain) is ProviderStatus.STALE, "and it stays STALE"
+            held = client.get_boolean_details("downloads.enabled", True, ctx("s-2"))
+            assert (held.value, held.reason) == (False, Reason.ERROR)
+            assert client.get_string_details("theme", "x", ctx("s-2")).reason == Reason.STALE
+
+            readies = len(events.of(ProviderEvent.PROVIDER_READY))
+            release.set()
+            await until(lambda: sdk_status(domain) is ProviderStatus.READY, 5, "READY")
+            await until(lambda: len(events.of(ProviderEvent.PROVIDER_READY)) > readies, 2,
+                        "PROVIDER_READY")
+            assert client.get_string_value("theme", "x", ctx("s-1")) == "dark"
+        finally:
+            await subscriber.stop()
+        await until(lambda: sdk_status(domain) is ProviderStatus.ERROR, 2, "ERROR once stopped")
+        await until(lambda: any(d.error_code is ErrorCode.PROVIDER_NOT_READY
+                                for d in events.of(ProviderEvent.PROVIDER_ERROR)), 2,
+                    "PROVIDER_ERROR saying not ready")
+
+    run(scenario, domain)
+
+
+def test_a_provider_set_while_the_view_is_in_error_is_in_error_until_it_recovers(
+        bootstrap: str, policy_file: Path) -> None:
+    settings = settings_for(bootstrap, policy_file)
+    domain = f"flags-{uuid.uuid4().hex[:6]}"
+    group = f"shared-{uuid.uuid4().hex[:6]}"
+    events = Events()
+
+    async def scenario() -> None:
+        subscriber = Subscriber(settings, tenants=["acme"], group_id=group)
+        intruder = Subscriber(settings, tenants=["acme"], group_id=group)
+        await subscriber.start()
+        try:
+            await intruder.start(wait=False)
+            await until(lambda: subscriber.status is Status.ERROR, 15, "the view in ERROR")
+            api.set_provider(CaepProvider(subscriber), domain)
+            client = api.get_client(domain)
+            client.add_handler(ProviderEvent.PROVIDER_READY,
+                               events.handler(ProviderEvent.PROVIDER_READY))
+            await until(lambda: sdk_status(domain) is ProviderStatus.ERROR, 2,
+                        "ERROR as soon as it is set")
+            failed = client.get_boolean_details("downloads.enabled", True, ctx("s-1"))
+            assert (failed.value, failed.reason) == (False, Reason.ERROR)
+            await intruder.stop()
+            await until(lambda: sdk_status(domain) is ProviderStatus.READY, 15,
+                        "READY once the view is alone in its group again")
+            await until(lambda: bool(events.of(ProviderEvent.PROVIDER_READY)), 2,
+                        "PROVIDER_READY")
+            assert client.get_boolean_value("downloads.enabled", False, ctx("s-1")) is True
+        finally:
+            await intruder.stop()
+            await subscriber.stop()
+
+    run(scenario, domain)
+
+
+def test_a_provider_whose_view_is_late_is_in_error_until_it_catches_up(
+        bootstrap: str, policy_file: Path) -> None:
+    settings = settings_for(bootstrap, policy_file)
+    domain = f"flags-{uuid.uuid4().hex[:6]}"
+
+    async def scenario() -> None:
+        subscriber = Subscriber(settings, tenants=["acme"])
+        api.set_provider(CaepProvider(subscriber, init_timeout=0.2), domain)
+        assert sdk_status(domain) is ProviderStatus.NOT_READY
+        await until(lambda: sdk_status(domain) is ProviderStatus.ERROR, 2,
+                    "ERROR once initialize gave up")
+        await subscriber.start()
+        try:
+            await until(lambda: sdk_status(domain) is ProviderStatus.READY, 5, "READY")
+        finally:
+            await subscriber.stop()
+
+    run(scenario, domain)
+
+
+def test_every_flag_type_has_its_reason_and_variant_and_objects_are_copies(
+        bootstrap: str, policy_file: Path) -> None:
+    settings = settings_for(bootstrap, policy_file)
+    domain = f"flags-{uuid.uuid4().hex[:6]}"
+    kinds = {"downloads.enabled": "boolean", "theme": "string", "upload.limit": "integer",
+             "risk.threshold": "float", "layout": "object"}
+    wrong = {"boolean": "string", "string": "integer", "integer": "boolean",
+             "float": "object", "object": "float"}
+    defaults: dict[str, Any] = {"boolean": True, "string": "?", "integer": -1, "float": -1.0,
+                                "object": {}}
+
+    async def scenario() -> None:
+        await send(bootstrap, settings.topic_flags, "s-r", flags_record("s-r", RESTRICTED))
+        both = {**RESTRICTED, "downloads.enabled": True, "upload.limit": 10}
+        await send(bootstrap, settings.topic_flags, "s-2", flags_record("s-2", both))
+        await send(bootstrap, settings.topic_flags, "s-2",
+                   flags_record("s-2", RESTRICTED, tenant="globex"))
+        subscriber = Subscriber(settings, tenants=["acme", "globex"])
+        await subscriber.start()
+        api.set_provider(CaepProvider(subscriber), domain)
+        client = api.get_client(domain)
+        try:
+            await until(lambda: sdk_status(domain) is ProviderStatus.READY, 5, "READY")
+            policy = subscriber.view.policy
+            for key, kind in kinds.items():
+                get = getattr(client, f"get_{kind}_details")
+                matched = get(key, defaults[kind], ctx("s-r"))
+                assert (matched.value, matched.reason, matched.variant) == (
+                    RESTRICTED[key], Reason.TARGETING_MATCH, "session"), key
+                unseen = get(key, defaults[kind], ctx("s-new"))
+                assert (unseen.value, unseen.reason, unseen.variant) == (
+                    policy.flags[key], Reason.DEFAULT, "default"), key
+                mistyped = getattr(client, f"get_{wrong[kind]}_details")(
+                    key, defaults[wrong[kind]], ctx("s-r"))
+                assert (mistyped.reason, mistyped.error_code) == (
+                    Reason.ERROR, ErrorCode.TYPE_MISMATCH), key
+                if key not in policy.security_flags:
+                    assert (mistyped.value, mistyped.variant) == (defaults[wrong[kind]], None)
+
+            layout = client.get_object_value("layout", {}, ctx("s-new"))
+            layout["columns"] = 99  # type: ignore[index]
+            assert client.get_object_value("layout", {}, ctx("s-new")) == {"columns": 2}
+
+            # Two tenants served, the same session id in both, no tenant named: which flags
+            # are its is unknown, so security flags fail closed, whatever the caller passes.
+            unsure = client.get_boolean_details("downloads.enabled", True, ctx("s-2"))
+            assert (unsure.value, unsure.variant) == (False, "fail-closed")
+            assert client.get_integer_value("upload.limit", 99, ctx("s-2")) == 0
+            assert client.get_string_details("theme", "x", ctx("s-2")).reason == Reason.DEFAULT
+            named = client.get_boolean_details("downloads.enabled", False,
+                                               ctx("s-2", tenant="acme"))
+            assert (named.value, named.reason) == (True, Reason.TARGETING_MATCH)
+        finally:
+            await subscriber.stop()
+
+    run(scenario, domain)

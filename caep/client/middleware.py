@@ -6,14 +6,17 @@ answers, with no network call:
 
 - a revoked session, a revoked subject, or a session past the policy's absolute lifetime:
   401 with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3.1);
-- a session the engine wants stepped up, whose token does not show that authentication:
-  401 with `error="insufficient_user_authentication"`, `acr_values` and `max_age` (RFC 9470 §3);
+- a session the engine wants stepped up, whose token does not prove that authentication (see
+  `check`): 401 with `error="insufficient_user_authentication"`, `acr_values` and `max_age`
+  (RFC 9470 §3);
 - while the view is not caught up, or in ERROR: 503 with `Retry-After` (fail closed); while it
   is STALE the last known view keeps answering unless `serve_when_stale=False`.
 
 A request without credentials passes untouched: authenticating is the application's job, this
-middleware only applies what the engine decided. Websocket handshakes are refused with a close
-frame (1008, or 1013 when unavailable); sockets already open are for `Subscriber.on_change`.
+middleware only applies what the engine decided. A websocket handshake is refused with the same
+HTTP response where the server offers the ASGI `websocket.http.response` extension (uvicorn
+does), else with a close before accepting (the server answers 403); sockets already open are
+the application's to close, from `Subscriber.on_change` (see `examples/relying_service.py`).
 The principal is left in `scope["state"]["caep_principal"]` (Starlette: `request.state`).
 """
 
@@ -28,7 +31,7 @@ from typing import Any
 import orjson
 
 from caep.client.subscriber import Status, Subscriber
-from caep.client.view import SessionView
+from caep.client.view import SessionView, StepUp
 from caep.errors import CaepError, ConfigError
 
 Scope = MutableMapping[str, Any]
@@ -144,10 +147,13 @@ def check(principal: Principal, view: SessionView, now: float, *,
           leeway: float = 5.0) -> Denial | None:
     """What the engine's decisions say about this principal: None, or why it is refused.
 
-    A step-up is satisfied by a token whose `acr` is the one required and whose `auth_time`
-    is at most `max_age` before the decision (at or after it for `max_age` 0); without a
-    `max_age` the `acr` alone satisfies it. Raises InvalidRequest for a subject that is not
-    RFC 9493."""
+    A step-up is satisfied only by a token that proves it: its `acr` is exactly the one
+    required and, when the engine set a `max_age`, its `auth_time` is not before the step-up
+    decision (the user authenticated again after the engine asked) and at most `max_age`
+    seconds old (RFC 9470 §3: the allowable time since the last active authentication);
+    without a `max_age` the `acr` alone satisfies it. `leeway` absorbs clock skew between the
+    identity provider, the engine and this service. Raises InvalidRequest for a subject that
+    is not RFC 9493."""
     sid, tenant = principal.session_id, principal.tenant
     if sid is not None and view.is_revoked(sid, tenant):
         return Denial(401, "invalid_token", "The session has been revoked")
@@ -157,16 +163,22 @@ def check(principal: Principal, view: SessionView, now: float, *,
     if principal.auth_time is not None and now - principal.auth_time > view.lifetime + leeway:
         return Denial(401, "invalid_token", "The session is past its lifetime")
     step = view.step_up(sid, tenant) if sid is not None else None
-    if step is None:
-        return None
-    recent_enough = step.max_age is None or (
-        principal.auth_time is not None
-        and principal.auth_time >= step.decided_at - step.max_age - leeway)
-    if principal.acr == step.acr and recent_enough:
+    if step is None or _proves(principal, step, now, leeway):
         return None
     return Denial(401, "insufficient_user_authentication",
                   "A different authentication level is required", acr_values=step.acr,
                   max_age=step.max_age)
+
+
+def _proves(principal: Principal, step: StepUp, now: float, leeway: float) -> bool:
+    """Whether the token shows the authentication a step-up asks for (see `check`)."""
+    if principal.acr != step.acr:
+        return False
+    if step.max_age is None:
+        return True
+    at = principal.auth_time
+    return at is not None and at >= step.decided_at - leeway and (
+        now - at <= step.max_age + leeway)
 
 
 def _quoted(value: str) -> str:
@@ -206,6 +218,10 @@ class CaepMiddleware:
         else:
             raise ConfigError("CaepMiddleware needs exactly one of verify= (verifies the bearer "
                               "JWT and returns its claims) or extract= (ASGI scope -> Principal)")
+        if not 0 <= leeway <= subscriber.view.clock_skew:
+            raise ConfigError(f"leeway must be between 0 and the view's clock_skew "
+                              f"({subscriber.view.clock_skew:g} s), which keeps revocations "
+                              "longer than any token the leeway lets in")
         self.app = app
         self.subscriber = subscriber
         self.realm = realm
@@ -244,10 +260,14 @@ class CaepMiddleware:
         await self.app(scope, receive, send)
 
     async def _refuse(self, scope: Scope, send: Send, denial: Denial) -> None:
+        prefix = "http"
         if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1013 if denial.status == 503 else 1008,
-                        "reason": denial.description})
-            return
+            if "websocket.http.response" not in (scope.get("extensions") or {}):
+                await send({"type": "websocket.close",
+                            "code": 1013 if denial.status == 503 else 1008,
+                            "reason": denial.description})
+                return
+            prefix = "websocket.http"  # the handshake's own HTTP answer, challenge included
         body = orjson.dumps({"error": denial.error, "error_description": denial.description})
         headers = [(b"content-type", b"application/json"),
                    (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]
@@ -255,5 +275,6 @@ class CaepMiddleware:
             headers.append((b"www-authenticate", challenge(denial, self.realm).encode()))
         else:
             headers.append((b"retry-after", b"1"))
-        await send({"type": "http.response.start", "status": denial.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": f"{prefix}.response.start", "status": denial.status,
+                    "headers": headers})
+        await send({"type": f"{prefix}.response.body", "body": body})

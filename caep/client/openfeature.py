@@ -10,8 +10,10 @@ names its tenant). Flags are the policy's `[flags]`: a session the engine restri
 to its flags (reason TARGETING_MATCH, variant `session`, or `default` when the value is the
 default), any other session to the policy default (reason DEFAULT). A session's flags change
 fires PROVIDER_CONFIGURATION_CHANGED at once, with the changed keys in `flags_changed` and the
-session in the event metadata. The provider's status follows the subscriber: NOT_READY until
-it caught up, READY, STALE, ERROR.
+session in the event metadata. The provider's status follows the subscriber's, including when
+it is set while the subscriber is STALE or in ERROR: PROVIDER_READY, PROVIDER_STALE and
+PROVIDER_ERROR as it changes (a stopped subscriber, NOT_READY again, is PROVIDER_ERROR with code
+PROVIDER_NOT_READY: the SDK has no way back to NOT_READY).
 
 Fail closed: a flag listed in the policy's `[security_flags]` resolves to its safe value
 whenever the state is not known: the view not caught up, stale or in error, no session named,
@@ -22,6 +24,8 @@ fail open by passing a permissive default.
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,7 +61,8 @@ def _typed(value: Any, kind: FlagType) -> Any:
     if kind is FlagType.FLOAT:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         return float(value) if ok else _MISMATCH
-    return value if isinstance(value, dict | list) else _MISMATCH
+    # A copy: the caller may change it, and it is the policy's or the view's own.
+    return copy.deepcopy(value) if isinstance(value, dict | list) else _MISMATCH
 
 
 class FailClosedHook(Hook):
@@ -87,7 +92,11 @@ class CaepProvider(AbstractProvider):
         self.init_timeout = init_timeout
         self._name = name
         self._hook = FailClosedHook(self.policy)
-        self._active = False
+        self._lock = threading.Lock()
+        self._active = False  # following the subscriber's status (after initialize's outcome)
+        self._attached = False  # between initialize and shutdown: change events are emitted
+        self._epoch = 0  # one per initialize: a late relay of an earlier one does nothing
+        self._told: Status | None = None  # the status the SDK was last given for the provider
         subscriber.on_status(self._on_status)
         subscriber.on_change(self._on_change)
 
@@ -100,35 +109,64 @@ class CaepProvider(AbstractProvider):
         return [self._hook]
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
-        """Wait (on the SDK's thread) until the view has caught up once."""
-        ready = self.subscriber.wait_ready(self.init_timeout)
-        self._active = True
-        if not ready:
-            status, reason = self.subscriber.status, self.subscriber.reason
-            if status is Status.ERROR:
-                raise GeneralError(f"the engine's view is in error: {reason}")
+        """Wait (on the SDK's thread) until the subscriber is READY, STALE or ERROR.
+
+        The SDK records READY when this returns and ERROR when it raises, whatever the
+        subscriber's status; so once the SDK has done so (this thread has ended), `_relay`
+        emits the subscriber's actual status: a provider set while the view is STALE turns
+        STALE at once, and one that timed out turns READY when the view catches up."""
+        status = self.subscriber.wait_settled(self.init_timeout)
+        reason = self.subscriber.reason
+        with self._lock:
+            self._epoch += 1
+            self._active, self._attached = False, True
+            epoch = self._epoch
+        told = Status.READY if status in (Status.READY, Status.STALE) else status
+        threading.Thread(target=self._relay, args=(threading.current_thread(), epoch, told),
+                         name="caep-provider-status", daemon=True).start()
+        if status is Status.ERROR:
+            raise GeneralError(f"the engine's view is in error: {reason}")
+        if status is Status.NOT_READY:
             raise ProviderNotReadyError(
                 f"the engine's view did not catch up within {self.init_timeout:g} s: {reason}")
 
+    def _relay(self, initializing: threading.Thread, epoch: int, told: Status) -> None:
+        """After the SDK recorded initialize's outcome, follow the subscriber from there.
+        With `set_provider_and_wait` the SDK records it on the caller's thread, which goes
+        on: then the relay starts after a second at most."""
+        initializing.join(1.0)
+        with self._lock:
+            if epoch != self._epoch:
+                return
+            self._active, self._told = True, told
+        self._follow()
+
     def shutdown(self) -> None:
-        self._active = False
+        with self._lock:
+            self._epoch += 1
+            self._active = self._attached = False
 
     def _on_status(self, status: Status, reason: str) -> None:
-        if not self._active:
-            return
-        if status is Status.READY:
-            self.emit_provider_ready(ProviderEventDetails(message=reason))
-        elif status is Status.STALE:
-            self.emit_provider_stale(ProviderEventDetails(message=reason))
-        elif status is Status.ERROR:
-            self.emit_provider_error(ProviderEventDetails(message=reason,
-                                                          error_code=ErrorCode.GENERAL))
-        else:
-            self.emit_provider_error(ProviderEventDetails(
-                message=reason, error_code=ErrorCode.PROVIDER_NOT_READY))
+        self._follow()
+
+    def _follow(self) -> None:
+        """Emit the event that takes the SDK's status to the subscriber's, if they differ."""
+        with self._lock:
+            status, reason = self.subscriber.status, self.subscriber.reason
+            if not self._active or status is self._told:
+                return
+            self._told = status
+            if status is Status.READY:
+                self.emit_provider_ready(ProviderEventDetails(message=reason))
+            elif status is Status.STALE:
+                self.emit_provider_stale(ProviderEventDetails(message=reason))
+            else:  # the SDK has no way back to NOT_READY: an error that says so
+                self.emit_provider_error(ProviderEventDetails(
+                    message=reason, error_code=ErrorCode.GENERAL if status is Status.ERROR
+                    else ErrorCode.PROVIDER_NOT_READY))
 
     def _on_change(self, change: Change) -> None:
-        if not self._active or not change.flags_changed:
+        if not self._attached or not change.flags_changed:
             return
         self.emit_provider_configuration_changed(ProviderEventDetails(
             flags_changed=sorted(change.flags_changed),
@@ -173,6 +211,9 @@ class CaepProvider(AbstractProvider):
             value, reason, variant = policy.security_flags[key], Reason.TARGETING_MATCH, (
                 "fail-closed")
             metadata["revoked"] = True
+        elif security and view.ambiguous(session_id, tenant):
+            value, reason, variant = policy.security_flags[key], Reason.DEFAULT, "fail-closed"
+            metadata["scope"] = "session id of several tenants: name the tenant"
         else:
             entry = view.session_flags(session_id, tenant)
             if entry is not None and key in entry.flags:

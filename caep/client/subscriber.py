@@ -136,12 +136,14 @@ class Subscriber:
 
     Use as `async with Subscriber(settings, tenants=["acme"]) as subscriber:` or call
     `start()` / `stop()`. Queries (`is_revoked`, ...) are plain dictionary look-ups, safe to
-    call from any thread.
+    call from any thread. `max_session_lifetime`: the longest the identity provider lets a
+    session live (default: the policy's absolute lifetime); decisions are remembered that long
+    after they were made, so no token of a revoked session is let in again.
     """
 
     def __init__(self, settings: Settings | None = None, *, tenants: Iterable[str] | None = None,
                  policy: Policy | None = None, group_id: str | None = None,
-                 stale_after: float | None = None,
+                 stale_after: float | None = None, max_session_lifetime: float | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings if settings is not None else Settings()
         if not self.settings.bootstrap:
@@ -151,7 +153,10 @@ class Subscriber:
             configured = self.settings.client_tenants or ""
             tenants = [t.strip() for t in configured.split(",")]
         self.view = SessionView(tenants, policy if policy is not None
-                                else load_policy(self.settings.policy_file))
+                                else load_policy(self.settings.policy_file),
+                                max_session_lifetime=(
+                                    max_session_lifetime if max_session_lifetime is not None
+                                    else self.settings.client_max_session_lifetime_seconds))
         self.group_id = group_id or self.settings.client_group_id or instance_group_id()
         self.stale_after = (stale_after if stale_after is not None
                             else self.settings.client_stale_after_seconds)
@@ -167,6 +172,7 @@ class Subscriber:
         self._streams: set[ChangeStream] = set()
         self._ready = asyncio.Event()
         self._first_ready = threading.Event()
+        self._settled = threading.Event()  # the status is other than NOT_READY
         self._live = False
         self._targets: dict[TopicPartition, int] = {}
         self._next: dict[TopicPartition, int] = {}
@@ -193,7 +199,7 @@ class Subscriber:
     def step_up(self, session_id: str, tenant: str | None = None) -> StepUp | None:
         return self.view.step_up(session_id, tenant)
 
-    def flags(self, session_id: str, tenant: str | None = None) -> Mapping[str, Any]:
+    def flags(self, session_id: str, tenant: str | None = None) -> dict[str, Any]:
         return self.view.flags(session_id, tenant)
 
     def session_flags(self, session_id: str, tenant: str | None = None) -> FlagsEntry | None:
@@ -232,6 +238,12 @@ class Subscriber:
         """Block (from another thread) until the view first caught up; False on timeout."""
         return self._first_ready.wait(timeout)
 
+    def wait_settled(self, timeout: float | None = None) -> Status:
+        """Block (from another thread) until the status is READY, STALE or ERROR, or
+        `timeout` passed; the status then."""
+        self._settled.wait(timeout)
+        return self._status
+
     def lag(self) -> dict[str, int]:
         """Records on the broker not yet applied, per `topic:partition` (fetched ones only)."""
         consumer = self._consumer
@@ -254,6 +266,10 @@ class Subscriber:
             self._first_ready.set()
         else:
             self._ready.clear()
+        if status is Status.NOT_READY:
+            self._settled.clear()
+        else:
+            self._settled.set()
         if not changed:
             return
         log.log(logging.WARNING if status in (Status.STALE, Status.ERROR) else logging.INFO,

@@ -8,16 +8,20 @@ with the current time as an argument; `is_revoked`, `is_revoked_subject`, `requi
   `counters.other_tenant` and dropped, so nothing of it can ever be answered.
 - Convergent: the same records in any order, any number of times, give the same answers (the
   latest step-up and flags win, ties broken by content; revocations only accumulate).
-- Bounded: an entry is kept only while the session it is about can still be alive. A session
-  cannot outlive the policy's absolute lifetime (`[lifetimes] absolute_seconds`), and it was
-  established before anything was decided about it, so every entry expires that long after its
-  decision (a subject revocation: after `established_before`). `evict(now)` drops expired
-  entries in O(expired log n); a record that arrives already expired is counted, not kept.
+- Bounded, never at the cost of safety: an entry is kept while a token of the session it is
+  about can still be presented. A session was established before anything was decided about
+  it and lives at most `max_session_lifetime` (default, and at least, the policy's absolute
+  lifetime), so every entry is kept for `retention` = that lifetime plus `clock_skew` after
+  its decision, counted from the decision (a subject revocation too: not from
+  `established_before`, and never from a token's `auth_time`, which may be missing).
+  `evict(now)` drops expired entries in O(expired log n); a record that arrives already
+  expired is counted, not kept.
 - Malformed records (not JSON, not the engine's shape) are counted and skipped; nothing raises.
 """
 
 from __future__ import annotations
 
+import copy
 import heapq
 import math
 from collections.abc import Iterable, Mapping
@@ -143,7 +147,8 @@ def _order(flags: Mapping[str, JsonValue]) -> bytes:
 class SessionView:
     """The engine's decisions for the tenants a service serves, answered in O(1)."""
 
-    def __init__(self, tenants: Iterable[str], policy: Policy) -> None:
+    def __init__(self, tenants: Iterable[str], policy: Policy, *,
+                 max_session_lifetime: float | None = None, clock_skew: float = 60.0) -> None:
         served = tuple(sorted({t for t in tenants if t}))
         if not served:
             raise ConfigError("a relying service must name the tenants it serves "
@@ -151,10 +156,20 @@ class SessionView:
         self.tenants = served
         self._served = frozenset(served)
         self.policy = policy
-        self.lifetime = policy.lifetimes.absolute_seconds
+        self.lifetime = policy.lifetimes.absolute_seconds  # the engine's rule, on auth_time
+        longest = self.lifetime if max_session_lifetime is None else max_session_lifetime
+        if not (math.isfinite(longest) and longest >= self.lifetime):
+            raise ConfigError(f"max_session_lifetime must be at least the policy's absolute "
+                              f"lifetime ({self.lifetime:g} s): tokens that young are accepted")
+        if not (math.isfinite(clock_skew) and clock_skew >= 0):
+            raise ConfigError("clock_skew must be a finite number of seconds, at least 0")
+        self.max_session_lifetime = longest
+        self.clock_skew = clock_skew
+        self.retention = longest + clock_skew
         self.counters = Counters()
         self._revoked: dict[Key, float] = {}  # -> decided_at
-        self._subjects: dict[Key, float] = {}  # (tenant, principal key) -> established_before
+        # (tenant, principal key) -> (established_before, decided_at)
+        self._subjects: dict[Key, tuple[float, float]] = {}
         self._step_ups: dict[Key, StepUp] = {}
         self._flags: dict[Key, FlagsEntry] = {}
         self._expiry: list[tuple[float, int, Key]] = []
@@ -180,8 +195,8 @@ class SessionView:
         that is not an RFC 9493 subject."""
         key = principal_key(subject)
         for entry in self._keys(key, tenant):
-            before = self._subjects.get(entry)
-            if before is not None and (established_at is None or established_at <= before):
+            found = self._subjects.get(entry)
+            if found is not None and (established_at is None or established_at <= found[0]):
                 return True
         return False
 
@@ -203,12 +218,19 @@ class SessionView:
         found = [e for k in self._keys(session_id, tenant) if (e := self._flags.get(k))]
         return found[0] if len(found) == 1 else None
 
-    def flags(self, session_id: str, tenant: str | None = None) -> Mapping[str, JsonValue]:
-        """The session's effective flags: the engine's, else the policy's defaults; with the
-        security flags at their safe value once the session is revoked."""
+    def ambiguous(self, session_id: str, tenant: str | None = None) -> bool:
+        """Whether, no tenant named, two served tenants have flags for this session id: which
+        are its is unknown, so its security flags take their safe value."""
+        return tenant is None and sum(
+            1 for key in self._keys(session_id, None) if key in self._flags) > 1
+
+    def flags(self, session_id: str, tenant: str | None = None) -> dict[str, JsonValue]:
+        """The session's effective flags (a copy): the engine's, else the policy's defaults;
+        with the security flags at their safe value once the session is revoked, or when it
+        is ambiguous which served tenant's session it is."""
         entry = self.session_flags(session_id, tenant)
-        revoked = any(key in self._revoked for key in self._keys(session_id, tenant))
-        return self._combine(entry, revoked)
+        unsafe = self.is_revoked(session_id, tenant) or self.ambiguous(session_id, tenant)
+        return copy.deepcopy(dict(self._combine(entry, unsafe)))
 
     def _combine(self, entry: FlagsEntry | None, revoked: bool) -> Mapping[str, JsonValue]:
         if entry is None and not revoked:
@@ -278,13 +300,13 @@ class SessionView:
                       flags_changed=changed, decision=decision)
 
     def _alive(self, since: float, now: float) -> bool:
-        if since + self.lifetime > now:
+        if since + self.retention > now:
             return True
         self.counters.expired += 1
         return False
 
     def _track(self, tag: int, key: Key, since: float) -> None:
-        heapq.heappush(self._expiry, (since + self.lifetime, tag, key))
+        heapq.heappush(self._expiry, (since + self.retention, tag, key))
 
     def _revoke_session(self, key: Key, decision: Decision, now: float) -> Change | None:
         if not self._alive(decision.decided_at, now):
@@ -304,23 +326,25 @@ class SessionView:
         return None
 
     def _revoke_subject(self, decision: Decision, now: float) -> Change | None:
-        before = decision.established_before
+        before, decided = decision.established_before, decision.decided_at
         if before is None:
-            before = decision.decided_at
+            before = decided
         try:
             key = (decision.tenant, principal_key(decision.subject))
         except CaepError:
             self.counters.malformed += 1
             return None
-        if not self._alive(before, now):
+        # Kept from the decision: a session established before it may live that long after.
+        if not self._alive(decided, now):
             return None
         known = self._subjects.get(key)
-        if known is not None and known >= before:
-            self.counters.unchanged += 1
-            return None
-        self._subjects[key] = before
+        self._subjects[key] = (max(before, known[0]), max(decided, known[1])) if known else (
+            before, decided)
         if known is None:
-            self._track(_SUBJECT, key, before)
+            self._track(_SUBJECT, key, decided)
+        elif known[0] >= before:
+            self.counters.unchanged += 1  # at most keeps the entry longer
+            return None
         self.counters.applied += 1
         return Change(ChangeKind.SUBJECT_REVOKED, decision.tenant, None, decision.subject,
                       decision=decision)
@@ -363,14 +387,15 @@ class SessionView:
     # -- memory ----------------------------------------------------------------------------------
 
     def evict(self, now: float) -> int:
-        """Drop every entry whose session is past its lifetime; how many were dropped."""
+        """Drop every entry `retention` past its decision (no token of its session can still
+        be presented); how many were dropped."""
         dropped = 0
         while self._expiry and self._expiry[0][0] <= now:
             _, tag, key = heapq.heappop(self._expiry)
             since = self._since(tag, key)
             if since is None:
                 continue
-            if since + self.lifetime > now:  # renewed since it was tracked: track it again
+            if since + self.retention > now:  # renewed since it was tracked: track it again
                 self._track(tag, key, since)
                 continue
             self._table(tag).pop(key, None)
@@ -391,6 +416,8 @@ class SessionView:
             return value.decided_at
         if isinstance(value, FlagsEntry):
             return value.updated_at
+        if isinstance(value, tuple):  # a subject revocation: kept from its decision
+            return float(value[1])
         return float(value)
 
 
