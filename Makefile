@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The dashboard test drives Debian's Chromium headless (packages chromium, chromium-driver).
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck schemas clean chaos bench
 
@@ -21,7 +24,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict caep streams
 
-test: lint typecheck
+$(CHROMEDRIVER):
+	$(SUDO) apt-get install -y -q chromium chromium-driver \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
+
+test: lint typecheck $(CHROMEDRIVER)
 	$(BIN)/pytest -q
 
 # Release profile: the crash tests ten times over (a takeover race shows only in some runs).

@@ -117,6 +117,20 @@ class Settings(BaseSettings):
         default=65536, ge=1024, description="Largest SET accepted, in bytes."
     )
     log_level: str = Field(default="warning", description="Worker log level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Worker log lines: `text` for people, `json` (one object per line, with "
+        "`decision_id`, `jti` and `subject_key` fields on decisions) for log pipelines.",
+    )
+    web_port: int = Field(
+        default=6066, ge=0, le=65535,
+        description="Worker web server: the dashboard at `/dashboard` and Prometheus metrics at "
+        "`/metrics`. 0 picks a free port (the worker prints it).",
+    )
+    web_bind: str = Field(
+        default="127.0.0.1",
+        description="Address the worker web server listens on (`0.0.0.0` in a container).",
+    )
     client_tenants: str | None = Field(
         default=None,
         description="Relying services (caep.client): the tenants whose decisions and flags the "

@@ -19,6 +19,7 @@ replays the input, which repeats the same decision ids or, once the state is sav
 from __future__ import annotations
 
 import logging
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -45,13 +46,16 @@ from caep.evaluation import (
 )
 from caep.events import UnrecognizedEvent
 from caep.jwks import KeyRefresher
-from caep.policy import load_policy
+from caep.policy import event_name, load_policy
 from caep.replay import ExpiryIndex, Seen, replay_key
 from caep.settings import Settings
 from caep.state import SubjectState
 from caep.trust import TrustStore
 from caep.wire import decode_input, encode_input, retarget
 from streams import transport
+from streams.broker import free_port
+from streams.dashboard import Board, install
+from streams.metrics import EngineMetrics
 
 log = logging.getLogger("caep.worker")
 RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
@@ -95,6 +99,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
     )
     policy = load_policy(settings.policy_file)
     refresher = KeyRefresher()
+    web_port = settings.web_port or free_port()  # faust wants a real port number
     datadir = settings.data_dir or Path(tempfile.gettempdir()) / "caep-engine" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = EngineApp(
@@ -103,13 +108,17 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         datadir=str(datadir),
         store=settings.table_store,
         topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
         producer_acks=-1,
         producer_enable_idempotence=idempotence,
-        web_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_rebalance_timeout=settings.group_rebalance_timeout_seconds,
         broker_session_timeout=settings.group_session_timeout_seconds,
         broker_heartbeat_interval=settings.group_heartbeat_interval_seconds,
+        web_enabled=True,
+        web_port=web_port,
+        web_bind=settings.web_bind,
+        canonical_url=f"http://{_advertised(settings.web_bind)}:{web_port}",
     )
     app.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms
     security_events_topic = app.topic(settings.topic_security_events, **RAW)
@@ -127,11 +136,27 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                          key_type=bytes, value_type=bytes)
     expiry = ExpiryIndex(settings.replay_window_seconds)
     deadlines: dict[bytes, float] = {}
+    sources = {security_events_topic.get_topic_name(), activity_topic.get_topic_name(),
+               engine_input.get_topic_name(), device_index.get_topic_name()}
+    positions: dict[tuple[str, int], int] = {}  # next offset to process, per input partition
+
+    def lag() -> list[tuple[str, int, int]]:
+        return _lag(app, sources, positions)
+
+    board = Board(policy, lag)
+    metrics = EngineMetrics(board.live_by_tenant, lag)
+    install(app, board, metrics, subjects)
+
+    def processed(event: Any) -> None:
+        positions[(event.message.topic, event.message.partition)] = event.message.offset + 1
 
     async def reject(error: CaepError, event: Any) -> None:
         message = event.message
         value = event.value if isinstance(event.value, bytes) else b""
-        log.info("dead letter: %s %s", error.code.value, error.description)
+        log.info("dead letter: %s %s", error.code.value, error.description,
+                 extra={"err": error.code.value, "topic": message.topic,
+                        "partition": message.partition, "offset": message.offset})
+        metrics.dead_letters.labels(error.code.value).inc()
         body = dead_letter_record(error, topic=message.topic, partition=message.partition,
                                   offset=message.offset, key=event.key, value=value)
         await (await dead_letter.send(key=event.key, value=body))
@@ -139,25 +164,35 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
     @app.agent(security_events_topic, concurrency=1)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
+            processed(event)
             try:
                 verified = await refresher.averify(verifier, event.value)
             except SetError as error:
+                metrics.events_in.labels("unverified", error.code.value).inc()
                 await reject(error, event)
                 continue
+            kinds = [event_name(item.event_type) for item in verified.items]
             pair = replay_key(verified.iss, verified.jti)
             if pair in taken_in:
                 log.info("redelivered SET jti=%s from %s: already taken in", verified.jti,
-                         verified.iss)
+                         verified.iss, extra={"jti": verified.jti, "iss": verified.iss})
+                for kind in kinds:
+                    metrics.events_in.labels(kind, "duplicate").inc()
                 continue
+            for kind in kinds:
+                metrics.events_in.labels(kind, "accepted").inc()
+            arrived = event.message.timestamp
             for item in security_events(verified):
                 if isinstance(item.event, UnrecognizedEvent):
                     log.warning("unrecognized event type %s in SET jti=%s from %s: kept, not "
                                 "acted on", item.event_type, item.jti, item.iss)
                 if device_only(item):
                     key = device_key(item.tenant, item.device_id or "").encode()
-                    await (await device_index.send(key=key, value=encode_input(item)))
+                    await (await device_index.send(key=key, value=encode_input(item),
+                                                   timestamp=arrived))
                     continue
-                sent = await engine_input.send(key=item.key.encode(), value=encode_input(item))
+                sent = await engine_input.send(key=item.key.encode(), value=encode_input(item),
+                                               timestamp=arrived)
                 await sent
             # Remembered only once its inputs are on the broker: a crash before this point
             # replays the SET, and the evaluation's own idempotence absorbs the second copy.
@@ -171,13 +206,17 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
     @app.agent(activity_topic, concurrency=1)
     async def activity(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
+            processed(event)
             try:
                 fact = parse_activity(event.value)
                 key = activity_key(fact)
             except SetError as error:
+                metrics.events_in.labels("activity", error.code.value).inc()
                 await reject(error, event)
                 continue
-            await (await engine_input.send(key=key.encode(), value=encode_input(fact)))
+            metrics.events_in.labels(f"activity:{fact.kind}", "accepted").inc()
+            await (await engine_input.send(key=key.encode(), value=encode_input(fact),
+                                           timestamp=event.message.timestamp))
 
     async def publish(decisions: list[Decision], state: SubjectState) -> None:
         pending = [await decisions_topic.send(key=d.subject_key.encode(), value=d.to_json())
@@ -198,6 +237,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
     @app.agent(engine_input, concurrency=1)
     async def evaluate_inputs(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
+            processed(event)
             key: bytes = event.key or b""
             try:
                 item = decode_input(event.value)
@@ -211,13 +251,17 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
             started = time.perf_counter()
             new_state, decisions = evaluate(state, item, policy, time.time(),
                                             key=key.decode())
-            elapsed_ms = (time.perf_counter() - started) * 1000
+            elapsed = time.perf_counter() - started
+            metrics.evaluation_seconds.observe(elapsed)
             await publish(decisions, new_state)
+            metrics.decided(decisions, None if isinstance(item, Tick) else event.message.timestamp)
+            board.decided(decisions)
             for device in devices_added(state, new_state):
                 record = orjson.dumps({"type": "uses", "subject_key": new_state.key})
                 key_ = device_key(new_state.tenant, device).encode()
                 await (await device_index.send(key=key_, value=record))
             if new_state is not state:
+                board.evaluated(state, new_state)
                 subjects[key] = new_state.to_bytes()
                 # faust buffers changelog writes and commits input offsets on its own clock;
                 # wait until the new state is on the broker, so a crash can lose no state
@@ -230,13 +274,21 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                 deadlines[key] = deadline
             for decision in decisions:
                 log.info("decision %s %s session=%s rule=%s jti=%s (%.2f ms)",
-                         decision.decision_id, decision.action, decision.session_id,
-                         decision.rule, decision.source_jti, elapsed_ms)
+                         decision.decision_id, decision.action.value, decision.session_id,
+                         decision.rule, decision.source_jti, elapsed * 1000,
+                         extra={"decision_id": decision.decision_id,
+                                "action": decision.action.value,
+                                "subject_key": decision.subject_key,
+                                "session_id": decision.session_id, "rule": decision.rule,
+                                "jti": decision.source_jti, "iss": decision.source_iss,
+                                "enforced": decision.enforced,
+                                "evaluation_ms": round(elapsed * 1000, 3)})
 
     @app.agent(device_index, concurrency=1)
     async def route_devices(stream: faust.StreamT[bytes]) -> None:
         """Keeps which subjects use each device, and sends a device's events to each of them."""
         async for event in stream.events():
+            processed(event)
             key: bytes = event.key or b""
             users: list[str] = orjson.loads(devices[key]) if key in devices else []
             if event.value.startswith(b'{"type":"uses"'):
@@ -254,16 +306,21 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                 continue
             for subject in users:
                 routed = retarget(item, subject)
-                await (await engine_input.send(key=subject.encode(), value=encode_input(routed)))
+                await (await engine_input.send(key=subject.encode(), value=encode_input(routed),
+                                               timestamp=event.message.timestamp))
 
     async def index_deadlines() -> None:
         """After each recovery (start-up, partitions moved), index the deadlines this worker
         now owns, so time-driven decisions need no scan on every tick."""
         deadlines.clear()
+        states = []
         for key, value in subjects.items():
-            deadline = next_deadline(SubjectState.from_bytes(value), policy)
+            state = SubjectState.from_bytes(value)
+            states.append(state)
+            deadline = next_deadline(state, policy)
             if deadline is not None:
                 deadlines[key] = deadline
+        board.rebuild(states)
         log.info("deadline index rebuilt: %d subjects with a deadline", len(deadlines))
 
     subjects.on_recover(index_deadlines)
@@ -284,3 +341,31 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
 
     return app
 
+
+def _advertised(bind: str) -> str:
+    """The host other workers reach this one's web server at (faust routes table queries)."""
+    return socket.gethostname() if bind in ("0.0.0.0", "::", "") else bind  # noqa: S104
+
+
+def _lag(app: faust.App, sources: set[str],
+         positions: dict[tuple[str, int], int]) -> list[tuple[str, int, int]]:
+    """(topic, partition, records not yet processed) for every input partition held."""
+    try:
+        consumer = app.consumer
+        assigned = sorted(consumer.assignment())
+    except Exception:  # not started, or stopping: nothing held
+        return []
+    committed: dict[Any, Any] = getattr(consumer, "_committed_offset", {})
+    rows = []
+    for tp in assigned:
+        if tp.topic not in sources:
+            continue
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # noqa: S112  no fetch answered for it yet: nothing to report
+            continue
+        position = positions.get((tp.topic, tp.partition), committed.get(tp))
+        if high is None or high < 0 or position is None:
+            continue
+        rows.append((tp.topic, tp.partition, max(0, int(high) - int(position))))
+    return rows

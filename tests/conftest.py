@@ -24,7 +24,7 @@ from caep.keys import generate_jwk, jwks_of, private_key
 from streams.broker import EmbeddedBroker
 from streams.kafka_io import publish, watch
 from streams.topics import ensure_topics
-from streams.worker import READY_LINE
+from streams.worker import READY_LINE, WEB_LINE
 
 ISSUER = "https://idp.example.com"
 AUDIENCE = "https://rp.example.com"
@@ -133,6 +133,7 @@ class WorkerProcess:
     process: subprocess.Popen[str]
     lines: queue.Queue[str] = field(default_factory=queue.Queue)
     output: list[str] = field(default_factory=list)
+    web: str | None = None  # base URL of the worker's dashboard and /metrics, once ready
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Observe the worker's own readiness line; fail with its output if it never comes."""
@@ -144,6 +145,8 @@ class WorkerProcess:
                 if self.process.poll() is not None:
                     break
                 continue
+            if line.startswith(WEB_LINE):
+                self.web = line[len(WEB_LINE):].strip()
             if READY_LINE in line:
                 return
         raise AssertionError("worker never became ready:\n" + "".join(self.output[-60:]))
@@ -157,6 +160,7 @@ def start_worker(bootstrap: str, trust: Path, topics: Topics, **env: str) -> Wor
         CAEP_APP_ID=f"caep-test-{uuid.uuid4().hex[:8]}",
         CAEP_GROUP_SESSION_TIMEOUT_SECONDS="6",
         CAEP_LOG_LEVEL="info",
+        CAEP_WEB_PORT="0",
         PYTHONUNBUFFERED="1",
         **topics.env(),
     )
