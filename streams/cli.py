@@ -225,10 +225,21 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
-    return run_demo(_settings(args), sessions=args.sessions, timeout=args.timeout)
+    return run_demo(_settings(args), duration=args.duration, rate=args.rate, users=args.users,
+                    agents=args.agents, timeout=args.timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,8 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_watch)
 
     p = with_common(sub.add_parser("demo", help="run the end-to-end demo on the embedded broker"))
-    p.add_argument("--sessions", type=int, default=8, help="session-revoked SETs to send")
-    p.add_argument("--timeout", type=float, default=90.0, help="give up after S seconds")
+    p.add_argument("--duration", type=_positive, default=30.0, metavar="S",
+                   help="how long the scenario runs, in seconds (default 30)")
+    p.add_argument("--rate", type=_positive, default=100.0, metavar="N",
+                   help="records published per second: activity and SETs (default 100)")
+    p.add_argument("--users", type=int, default=300, help="simulated users (default 300)")
+    p.add_argument("--agents", type=int, default=30,
+                   help="AI agent sessions acting for users (default 30)")
+    p.add_argument("--timeout", type=_positive, default=90.0, metavar="S",
+                   help="give up on start-up after S seconds")
     p.set_defaults(func=cmd_demo)
     return parser
 

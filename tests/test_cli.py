@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -10,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.conftest import AUDIENCE, ISSUER, SESSION_REVOKED, Idp
 
@@ -104,16 +107,45 @@ def test_publish_and_watch_move_records_through_the_broker(bootstrap: str, idp: 
     assert {r["key"] for r in records} == {"k1"}
 
 
-def test_demo_prints_revocations_and_exits_cleanly() -> None:
-    started = time.monotonic()
-    result = caep("demo", "--sessions", "4", "--timeout", "60", env={"CAEP_BOOTSTRAP": "",
-                  "CAEP_GROUP_SESSION_TIMEOUT_SECONDS": "6"}, timeout=120)
+DEMO_ENV = {"CAEP_BOOTSTRAP": "", "CAEP_GROUP_SESSION_TIMEOUT_SECONDS": "6"}
+
+
+def test_demo_runs_the_whole_loop_and_stops_cleanly() -> None:
+    result = caep("demo", "--duration", "8", "--rate", "80", "--users", "40", "--agents", "4",
+                  "--timeout", "60", env=DEMO_ENV, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    decisions = [line for line in lines if line.startswith("decision:")]
-    assert len(decisions) == 4
-    assert sum("revoke_session" in line for line in decisions) == 3
-    assert sum("revoke_subject" in line for line in decisions) == 1
-    assert "demo: 4 SETs in, 4 revocations out" in lines
-    assert lines[-1] == "demo: worker and broker stopped"
-    assert time.monotonic() - started < 120
+    summary = {line.split(" ", 2)[1]: line for line in lines if line.startswith("demo: ")}
+    published = re.search(r"published (\d+) records \((\d+) SETs, (\d+) activities\)",
+                          summary["published"])
+    assert published and int(published[2]) > 0 and int(published[3]) > 0, lines
+    decided = summary[next(k for k in summary if k[0].isdigit())]
+    assert "revoke_session" in decided and "set_flags" in decided, decided
+    assert re.search(r"latency p50 \d+ ms, p99 \d+ ms", summary["latency"]), summary
+    answered = summary["example"]
+    assert "200 served" in answered and "401 revoked" in answered, answered
+    assert lines[-1] == "demo: stopped the worker, the service and the broker"
+    assert any(line.startswith("dashboard: http://127.0.0.1:") for line in lines)
+
+
+def test_ctrl_c_stops_the_demo_and_everything_it_started() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "demo", "--duration", "600", "--users", "20",
+         "--agents", "2"], env=dict(os.environ, **DEMO_ENV), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("dashboard:"):
+            break
+    worker = next(int(m[1]) for line in output if (m := re.search(r"pid (\d+)", line)))
+    time.sleep(1)  # the live phase is under way: that is what Ctrl-C must interrupt
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, "".join(output) + rest
+    assert "demo: interrupted" in rest.splitlines()
+    assert "Unclosed" not in rest, rest
+    assert rest.splitlines()[-1] == "demo: stopped the worker, the service and the broker"
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
