@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import jwt
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -79,15 +79,16 @@ def render(tally: Tally, elapsed: float, duration: float, dashboard: str | None)
     for tenant, counts in (tally.overview.get("sessions") or {}).items():
         bands.add_row(tenant, *(str(counts.get(b, 0)) for b in BANDS))
     decisions = Table(title="decisions as they happen", expand=True)
-    for column in ("action", "user", "session", "rule", "why"):
-        decisions.add_column(column, overflow="fold")
+    for column, ratio in (("action", 2), ("user", 3), ("session", 3), ("rule", 3), ("why", 6)):
+        decisions.add_column(column, no_wrap=True, overflow="ellipsis", ratio=ratio)
     for row in reversed(tally.recent):
         decisions.add_row(*row)
     published = ", ".join(f"{k} {v}" for k, v in sorted(tally.published.items()))
     decided = ", ".join(f"{k} {v}" for k, v in sorted(tally.decisions.items())) or "none yet"
     answered = ", ".join(f"{k} {v}" for k, v in sorted(tally.answers.items())) or "none yet"
     facts = "\n".join([
-        f"time        {elapsed:5.1f} s of {duration:.0f} s",
+        f"time        {min(elapsed, duration):5.1f} s of {duration:.0f} s"
+        + ("  (waiting for the last decisions)" if elapsed > duration else ""),
         f"published   {published}",
         f"decided     {decided}",
         f"latency     {tally.latency()} (published -> decision on caep.decisions)",
@@ -106,6 +107,7 @@ class Demo:
         self.tally = Tally()
         self.stop = asyncio.Event()
         self.interrupted = False
+        self.began = time.time()
         self.dashboard: str | None = None
 
     def interrupt(self) -> None:
@@ -196,16 +198,23 @@ class Demo:
             await asyncio.sleep(0.02)
 
     async def follow(self, bootstrap: str) -> None:
-        consumer = AIOKafkaConsumer(self.settings.topic_decisions, bootstrap_servers=bootstrap,
-                                    auto_offset_reset="latest", enable_auto_commit=False,
-                                    group_id=f"caep-demo-view-{uuid.uuid4().hex[:8]}")
+        """Every decision made since the demo began: partitions assigned directly (no group to
+        join, so nothing is missed while joining), read from the start, older ones skipped."""
+        since_ms = self.began * 1000
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
         try:
             await consumer.start()
+            topic = self.settings.topic_decisions
+            await consumer.topics()  # metadata of every topic, so the partitions are known
+            partitions = consumer.partitions_for_topic(topic) or set()
+            consumer.assign([TopicPartition(topic, p) for p in partitions])
             while not self.stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200)
                 for records in batches.values():
                     for record in records:
-                        self.decided(orjson.loads(record.value), record.timestamp / 1000)
+                        if record.timestamp >= since_ms:
+                            self.decided(orjson.loads(record.value), record.timestamp / 1000)
         finally:
             await consumer.stop()
 
@@ -369,8 +378,9 @@ class Demo:
 
 
 def _short(text: str) -> str:
-    """Event type URIs in reasons, shortened for a terminal line."""
-    return text.replace("https://schemas.openid.net/secevent/", "").replace("/event-type/", ":")
+    """Reasons shortened for a terminal line: event type URIs abbreviated, jtis left out."""
+    text = text.replace("https://schemas.openid.net/secevent/", "").replace("/event-type/", ":")
+    return "; ".join(part for part in text.split("; ") if not part.startswith("jti "))
 
 
 def _answer(response: httpx.Response) -> str:
