@@ -35,6 +35,11 @@ test: lint typecheck $(CHROMEDRIVER)
 chaos: $(STAMP)
 	for run in 1 2 3 4 5 6 7 8 9 10; do $(BIN)/pytest -q -p no:cacheprovider tests/test_takeover.py || exit 1; done
 
+# The JSON Schemas of the models and the AsyncAPI document of the topics (tests check both).
+schemas: $(STAMP)
+	$(BIN)/python -m caep.schemas
+	$(BIN)/python -m caep.asyncapi
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 

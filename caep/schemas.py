@@ -18,6 +18,7 @@ from caep.activity import SessionActivity
 from caep.decisions import Decision, SessionFlags
 from caep.events import EVENT_MODELS, UnrecognizedEvent
 from caep.policy import Policy
+from caep.ssf.models import StreamRecord
 from caep.subjects import Subject
 
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent.parent / "schemas"
@@ -30,6 +31,7 @@ SCHEMA_TYPES: dict[str, Any] = {
     "topics/decision.json": Decision,
     "topics/flags.json": SessionFlags,
     "policy.json": Policy,
+    "topics/ssf-stream.json": StreamRecord,
 }
 """Relative file name -> anything pydantic can build a ``TypeAdapter`` for."""
 

@@ -147,7 +147,6 @@ class Settings(BaseSettings):
         description="Relying services: the subscriber reports STALE after this long without "
         "an answer from the broker, or behind the topics.",
     )
-
     client_max_session_lifetime_seconds: float | None = Field(
         default=None,
         gt=0,
@@ -160,3 +159,62 @@ class Settings(BaseSettings):
         if self.producer_idempotence is not None:
             return self.producer_idempotence
         return not embedded
+
+    # ---- Shared Signals Framework edge (`caep edge`, streams/edge*.py) -------------------------
+    edge_host: str = Field(default="127.0.0.1", description="Edge: the address it listens on.")
+    edge_port: int = Field(default=8088, ge=0, le=65535,
+                           description="Edge: the HTTP port (`--port`).")
+    edge_issuer: str | None = Field(
+        default=None,
+        description="Edge: the `iss` of the SETs it transmits and the base of its endpoint URLs. "
+        "Unset: `http://HOST:PORT` (put TLS in front and set an https issuer in production).",
+    )
+    edge_config_file: Path | None = Field(
+        default=None,
+        description="Edge: TOML file with the bearer-token hashes of transmitters (push) and "
+        "receivers (stream management), see caep/ssf/auth.py. Unset: nobody is authorized.",
+    )
+    edge_key_file: Path | None = Field(
+        default=None,
+        description="Edge: private signing keys (a JWKS; the first key signs, all are published). "
+        "Created with a fresh RS256 key when missing. Unset: `edge-keys.json` under the data "
+        "directory.",
+    )
+    topic_ssf_streams: str = Field(
+        default="caep.ssf-streams",
+        description="Edge: stream configurations, JSON keyed by stream id (compacted).",
+    )
+    edge_max_in_flight: int = Field(
+        default=256, ge=1,
+        description="Edge: pushed SETs handed to the producer and not yet acknowledged; beyond "
+        "it the push endpoint answers 429.",
+    )
+    edge_produce_timeout_seconds: float = Field(
+        default=5.0, gt=0,
+        description="Edge: longest a push waits for the broker's acknowledgement before "
+        "answering 503.",
+    )
+    edge_retry_after_seconds: int = Field(
+        default=5, ge=1, description="Edge: the `Retry-After` of 429 and 503 answers."
+    )
+    edge_push_max_attempts: int = Field(
+        default=8, ge=1,
+        description="Edge: attempts to push one SET to a receiver before it is given up.",
+    )
+    edge_push_backoff_seconds: float = Field(
+        default=0.5, gt=0,
+        description="Edge: first retry delay of a failed push; doubles up to 60 s.",
+    )
+    edge_poll_max_wait_seconds: float = Field(
+        default=20.0, ge=0,
+        description="Edge: longest a poll without `returnImmediately` waits for a SET.",
+    )
+    edge_poll_redeliver_seconds: float = Field(
+        default=30.0, gt=0,
+        description="Edge: a polled SET not acknowledged for this long is offered again.",
+    )
+    edge_max_held_events: int = Field(
+        default=10000, ge=1,
+        description="Edge: SETs held per stream (paused, or waiting to be polled); the oldest "
+        "are dropped beyond it.",
+    )

@@ -94,6 +94,35 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edge(args: argparse.Namespace) -> int:
+    """The Shared Signals Framework edge (streams/edge.py): push receiver and transmitter."""
+    try:
+        from streams.edge import key_file, run_edge
+        from streams.edge_keys import retire, rotate
+    except ImportError as exc:
+        raise ConfigError(f"the edge needs the extra `caep-engine[edge]` ({exc.name} is "
+                          "missing)") from None
+
+    overrides: dict[str, Any] = {field: value for field, value in (
+        ("bootstrap", args.bootstrap), ("trust_file", args.trust), ("log_level", args.log_level),
+        ("edge_port", args.port), ("edge_host", args.host),
+        ("edge_config_file", args.config), ("edge_issuer", args.issuer)) if value is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None
+    if args.rotate_key or args.retire_old_keys:
+        keys = rotate(key_file(settings)) if args.rotate_key else retire(key_file(settings))
+        print("signing key: " + keys.current["kid"])
+        print("published: " + " ".join(str(k["kid"]) for k in keys.keys))
+        return 0
+    if settings.trust_file is None:
+        raise ConfigError("no trust file: pass --trust FILE or set CAEP_TRUST_FILE")
+    with _bootstrap_or_embedded(settings) as (bootstrap, embedded):
+        run_edge(settings, bootstrap, embedded=embedded)
+    return 0
+
+
 def cmd_set_sign(args: argparse.Namespace) -> int:
     from caep.codec import sign_set
     from caep.keys import private_key
@@ -262,6 +291,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-id", help="faust app id / consumer group (env CAEP_APP_ID)")
     p.add_argument("--log-level", help="log level (env CAEP_LOG_LEVEL)")
     p.set_defaults(func=cmd_worker)
+
+    p = with_common(sub.add_parser(
+        "edge", help="run the Shared Signals Framework edge (RFC 8935/8936, SSF 1.0)"),
+        trust=True)
+    p.add_argument("--port", type=int, help="HTTP port (env CAEP_EDGE_PORT)")
+    p.add_argument("--host", help="listen address (env CAEP_EDGE_HOST)")
+    p.add_argument("--config", help="edge file: bearer tokens (env CAEP_EDGE_CONFIG_FILE)")
+    p.add_argument("--issuer", help="iss of transmitted SETs (env CAEP_EDGE_ISSUER)")
+    p.add_argument("--log-level", help="log level (env CAEP_LOG_LEVEL)")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--rotate-key", action="store_true",
+                      help="put a fresh signing key first, keep publishing the old one, exit")
+    keys.add_argument("--retire-old-keys", action="store_true",
+                      help="stop publishing every key but the signing one, exit")
+    p.set_defaults(func=cmd_edge)
 
     set_parser = sub.add_parser("set", help="sign or verify Security Event Tokens")
     set_sub = set_parser.add_subparsers(dest="set_command", required=True, metavar="ACTION")

@@ -1,0 +1,302 @@
+"""Decisions on the broker become signed CAEP SETs on relying parties' streams: by push
+(retried, per-subject order kept) and by poll (RFC 8936), held while paused, dropped while
+disabled, with stream-updated and verification events."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+
+from caep.settings import Settings
+from streams.kafka_io import publish
+from tests.conftest import Idp, until
+from tests.edge_support import (
+    RP_TOKEN,
+    RecordingReceiver,
+    RunningEdge,
+    bearer,
+    decision,
+    edge_settings,
+    edge_verifier,
+    running_edge,
+)
+
+CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
+SSF = "https://schemas.openid.net/secevent/ssf/event-type/"
+PUSH = "urn:ietf:rfc:8935"
+POLL = "urn:ietf:rfc:8936"
+ALICE = {"format": "email", "email": "alice@example.com"}
+BOB = {"format": "email", "email": "bob@example.com"}
+
+
+def produce(settings: Settings, *records: bytes) -> None:
+    """Keyed by subject, as the engine keys its decisions."""
+    keyed = [(orjson.loads(r)["subject_key"].encode(), r) for r in records]
+    asyncio.run(publish(settings.bootstrap or "", settings.topic_decisions, keyed))
+
+
+def claims(token: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return decoded
+
+
+def event_types(tokens: list[str]) -> list[str]:
+    return [next(iter(claims(t)["events"])) for t in tokens]
+
+
+def create_stream(edge: RunningEdge, body: dict[str, Any]) -> str:
+    answer = httpx.post(f"{edge.url}/ssf/stream", json=body, headers=bearer(RP_TOKEN),
+                        timeout=10)
+    assert answer.status_code == 201, answer.text
+    stream_id: str = answer.json()["stream_id"]
+    return stream_id
+
+
+def set_status(edge: RunningEdge, stream_id: str, status: str) -> None:
+    answer = httpx.post(f"{edge.url}/ssf/status", headers=bearer(RP_TOKEN), timeout=10,
+                        json={"stream_id": stream_id, "status": status})
+    assert answer.status_code == 200, answer.text
+
+
+def poll(edge: RunningEdge, stream_id: str, body: dict[str, Any],
+         timeout: float = 30) -> dict[str, Any]:
+    answer = httpx.post(f"{edge.url}/ssf/poll/{stream_id}", json=body,
+                        headers=bearer(RP_TOKEN), timeout=timeout)
+    assert answer.status_code == 200, answer.text
+    document: dict[str, Any] = answer.json()
+    return document
+
+
+def wait_for(condition: Any, within: float, what: str) -> None:
+    asyncio.run(until(condition, within, what))
+
+
+def test_push_sends_each_decision_as_a_verifiable_caep_set(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path)
+    receiver = RecordingReceiver()
+    with receiver.running(), running_edge(settings) as edge:
+        stream_id = create_stream(edge, {"delivery": {
+            "method": PUSH, "endpoint_url": receiver.url,
+            "authorization_header": "Bearer rp-inbox-secret"}})
+        flags = decision(ALICE, "set_flags", flags={"downloads.enabled": False})
+        produce(settings,
+                decision(ALICE, "revoke_session"),
+                decision(BOB, "revoke_subject", session_id=None),
+                decision(ALICE, "step_up", required_acr="urn:acr:mfa", max_age=0),
+                flags,
+                decision(ALICE, "notify"),
+                decision(ALICE, "revoke_session", enforced=False))
+        delivery = edge.edge.delivery
+        wait_for(lambda: delivery.decisions_read >= 6 and not delivery.lanes, 15,
+                 "six decisions read, every push lane idle")
+        verifier = edge_verifier(edge.url)
+    assert len(receiver.received) == 4  # notify and monitor-mode decisions are not sent
+    assert set(receiver.authorization) == {"Bearer rp-inbox-secret"}
+    verified = {next(iter(v.events)): v for v in map(verifier.verify, receiver.received)}
+    revoked = verified[CAEP + "session-revoked"]
+    assert revoked.claims["aud"] == "https://rp1.example.com"
+    assert revoked.header["typ"] == "secevent+jwt" and revoked.header["alg"] == "RS256"
+    subjects = [claims(t)["sub_id"] for t in receiver.received
+                if CAEP + "session-revoked" in claims(t)["events"]]
+    assert {"format": "complex", "user": ALICE,
+            "session": {"format": "opaque", "id": "sess-1"}} in subjects
+    assert BOB in subjects  # a subject-wide revocation is about the subject
+    step_up = verified[CAEP + "assurance-level-change"].events[CAEP + "assurance-level-change"]
+    assert step_up["change_direction"] == "decrease"
+    assert step_up["required_acr"] == "urn:acr:mfa"
+    changed = verified[CAEP + "token-claims-change"]
+    assert changed.events[CAEP + "token-claims-change"]["claims"] == {"downloads.enabled": False}
+    assert changed.claims["txn"] == orjson.loads(flags)["decision_id"]
+    assert stream_id
+
+
+def test_failed_pushes_are_retried_and_one_subjects_order_is_kept(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path,
+                             edge_push_backoff_seconds=0.05)
+    receiver = RecordingReceiver(
+        fail_first=3, should_fail=lambda t: claims(t)["sub_id"].get("user") == ALICE)
+    with receiver.running(), running_edge(settings) as edge:
+        create_stream(edge, {"delivery": {"method": PUSH, "endpoint_url": receiver.url}})
+        alice = [decision(ALICE, "revoke_session", session_id=f"s{i}") for i in range(4)]
+        produce(settings, *alice, decision(BOB, "revoke_subject", session_id=None))
+        wait_for(lambda: len(receiver.received) >= 5, 20,
+                 f"five SETs pushed ({receiver.attempts} attempts, {receiver.received!r:.60})")
+    assert receiver.failed == 3
+    sessions = [claims(t)["sub_id"]["session"]["id"] for t in receiver.received
+                if "session" in claims(t)["sub_id"]]
+    assert sessions == ["s0", "s1", "s2", "s3"]
+
+
+def test_paused_holds_disabled_drops_and_status_changes_are_announced(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path)
+    receiver = RecordingReceiver()
+    with receiver.running(), running_edge(settings) as edge:
+        stream_id = create_stream(edge, {"delivery": {"method": PUSH,
+                                                      "endpoint_url": receiver.url}})
+        set_status(edge, stream_id, "paused")
+        wait_for(lambda: len(receiver.received) >= 1, 10, "stream-updated (paused)")
+        delivery = edge.edge.delivery
+        produce(settings, decision(ALICE, "revoke_session", session_id="held"))
+        wait_for(lambda: delivery.decisions_read >= 1, 10, "the decision read")
+        assert len(delivery.held[stream_id]) == 1  # held, not pushed
+        assert event_types(receiver.received) == [SSF + "stream-updated"]
+        set_status(edge, stream_id, "enabled")
+        wait_for(lambda: len(receiver.received) >= 3, 10, "enabled, then the held SET")
+        set_status(edge, stream_id, "disabled")
+        wait_for(lambda: len(receiver.received) >= 4, 10, "stream-updated (disabled)")
+        produce(settings, decision(ALICE, "revoke_session", session_id="dropped"))
+        wait_for(lambda: delivery.decisions_read >= 2, 10, "the second decision read")
+        wait_for(lambda: not delivery.lanes, 5, "every push lane idle")
+        assert stream_id not in delivery.held
+        verifier = edge_verifier(edge.url)
+    assert event_types(receiver.received) == [
+        SSF + "stream-updated", SSF + "stream-updated", CAEP + "session-revoked",
+        SSF + "stream-updated"]
+    statuses = [claims(t)["events"].get(SSF + "stream-updated", {}).get("status")
+                for t in receiver.received]
+    assert statuses == ["paused", "enabled", None, "disabled"]
+    for token in receiver.received:
+        verified = verifier.verify(token)
+        if SSF + "stream-updated" in verified.events:
+            assert verified.claims["sub_id"] == {"format": "opaque", "id": stream_id}
+    assert claims(receiver.received[2])["sub_id"]["session"]["id"] == "held"
+
+
+def test_verification_echoes_state_and_removed_subjects_get_nothing(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path)
+    receiver = RecordingReceiver()
+    with receiver.running(), running_edge(settings) as edge:
+        stream_id = create_stream(edge, {
+            "delivery": {"method": PUSH, "endpoint_url": receiver.url},
+            "events_requested": [CAEP + "session-revoked"]})
+        answer = httpx.post(f"{edge.url}/ssf/verify", headers=bearer(RP_TOKEN), timeout=10,
+                            json={"stream_id": stream_id, "state": "VGhpcyBpcyBhbiBleGFtcGxl"})
+        assert answer.status_code == 204
+        wait_for(lambda: len(receiver.received) >= 1, 10, "verification SET")
+        removed = httpx.post(f"{edge.url}/ssf/subjects:remove", headers=bearer(RP_TOKEN),
+                             json={"stream_id": stream_id, "subject": BOB}, timeout=10)
+        assert removed.status_code == 204
+        produce(settings, decision(BOB, "revoke_subject", session_id=None),
+                decision(ALICE, "step_up", required_acr="urn:acr:mfa"),
+                decision(ALICE, "revoke_session", session_id="last"))
+        wait_for(lambda: len(receiver.received) >= 2, 10, "alice's revocation")
+        delivery = edge.edge.delivery
+        wait_for(lambda: delivery.decisions_read >= 3 and not delivery.lanes, 10,
+                 "all three decisions read, every push lane idle")
+        verifier = edge_verifier(edge.url)
+    first = verifier.verify(receiver.received[0])
+    assert first.events == {SSF + "verification": {"state": "VGhpcyBpcyBhbiBleGFtcGxl"}}
+    assert first.claims["sub_id"] == {"format": "opaque", "id": stream_id}
+    assert len(receiver.received) == 2  # bob was removed; step-up was not requested
+    assert claims(receiver.received[1])["sub_id"]["session"]["id"] == "last"
+
+
+def test_poll_delivery_with_max_events_ack_set_errs_and_long_poll(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path,
+                             edge_poll_redeliver_seconds=1.0, edge_poll_max_wait_seconds=10)
+    with running_edge(settings) as edge:
+        stream_id = create_stream(edge, {"events_requested": [CAEP + "session-revoked"]})
+        assert poll(edge, stream_id, {"returnImmediately": True}) == {
+            "sets": {}, "moreAvailable": False}
+        produce(settings, *[decision(ALICE, "revoke_session", session_id=f"p{i}")
+                            for i in range(3)])
+        wait_for(lambda: len(edge.edge.delivery.polls.get(stream_id, ())) >= 3, 10,
+                 "three SETs queued for polling")
+        first = poll(edge, stream_id, {"maxEvents": 2, "returnImmediately": True})
+        assert len(first["sets"]) == 2 and first["moreAvailable"] is True
+        verifier = edge_verifier(edge.url)
+        for jti, token in first["sets"].items():
+            assert verifier.verify(token).jti == jti
+        acked = poll(edge, stream_id, {"ack": list(first["sets"]), "maxEvents": 0,
+                                       "returnImmediately": True})
+        assert acked["sets"] == {} and acked["moreAvailable"] is True
+        second = poll(edge, stream_id, {"returnImmediately": True})
+        (last_jti,) = second["sets"]
+        assert claims(second["sets"][last_jti])["sub_id"]["session"]["id"] == "p2"
+        time.sleep(1.2)  # not acknowledged: offered again
+        again = poll(edge, stream_id, {"returnImmediately": True})
+        assert list(again["sets"]) == [last_jti]
+        rejected = poll(edge, stream_id, {"setErrs": {last_jti: {
+            "err": "invalid_key", "description": "not for us"}}, "returnImmediately": True})
+        assert rejected == {"sets": {}, "moreAvailable": False}
+        assert edge.edge.delivery.polls[stream_id].rejected[last_jti][0] == "invalid_key"
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            waiting = pool.submit(poll, edge, stream_id, {"returnImmediately": False})
+            time.sleep(0.5)
+            produce(settings, decision(ALICE, "revoke_session", session_id="long"))
+            long_poll = waiting.result(20)
+        assert time.monotonic() - started < 9
+        (token,) = long_poll["sets"].values()
+        assert claims(token)["sub_id"]["session"]["id"] == "long"
+
+
+def test_a_paused_poll_stream_hands_out_nothing_but_its_status_changes(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path)
+    with running_edge(settings) as edge:
+        stream_id = create_stream(edge, {})
+        produce(settings, decision(ALICE, "revoke_session", session_id="queued"))
+        wait_for(lambda: len(edge.edge.delivery.polls.get(stream_id, ())) >= 1, 10,
+                 "one SET queued for polling")
+        set_status(edge, stream_id, "paused")
+        paused = poll(edge, stream_id, {"returnImmediately": True})
+        assert [claims(t)["events"] for t in paused["sets"].values()] == [
+            {SSF + "stream-updated": {"status": "paused"}}]
+        set_status(edge, stream_id, "enabled")
+        resumed = poll(edge, stream_id, {"returnImmediately": True, "ack": list(paused["sets"])})
+    tokens = list(resumed["sets"].values())
+    assert event_types(tokens) == [SSF + "stream-updated", CAEP + "session-revoked"]
+    assert claims(tokens[1])["sub_id"]["session"]["id"] == "queued"
+
+
+def test_sets_not_yet_settled_are_sent_again_after_a_restart(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    """Decision offsets are committed only once their SETs are settled: what a stopped edge
+    had not delivered (push failing, poll not acknowledged) is sent again, same jti."""
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path,
+                             edge_push_backoff_seconds=0.05, edge_push_max_attempts=1000)
+    receiver = RecordingReceiver(fail_first=10**6)
+    with receiver.running():
+        with running_edge(settings) as edge:
+            create_stream(edge, {"delivery": {"method": PUSH, "endpoint_url": receiver.url}})
+            polled_id = create_stream(edge, {})
+            produce(settings, decision(ALICE, "revoke_session", session_id="restart"))
+            wait_for(lambda: receiver.attempts >= 1, 10, "a (failing) push attempt")
+            first_poll = poll(edge, polled_id, {"returnImmediately": False})
+            (polled_jti,) = first_poll["sets"]  # handed out, never acknowledged
+        pushed_jti = claims(receiver.attempted[0])["jti"]
+        receiver.fail_first = 0
+        with running_edge(settings) as edge:
+            wait_for(lambda: len(receiver.received) >= 1, 10, "the push, after the restart")
+            again = poll(edge, polled_id, {"returnImmediately": False})
+            assert list(again["sets"]) == [polled_jti]
+            poll(edge, polled_id, {"ack": [polled_jti], "maxEvents": 0})
+            committed = edge.edge.delivery.offsets
+            wait_for(lambda: committed.outstanding() == 0, 5, "everything settled")
+            time.sleep(0.7)  # the consumer commits on its next round (500 ms)
+        with running_edge(settings) as edge:
+            time.sleep(0.7)  # a decision read again would be queued by now
+            assert edge.edge.delivery.decisions_read == 0
+            assert poll(edge, polled_id, {"returnImmediately": True})["sets"] == {}
+    assert [claims(t)["jti"] for t in receiver.received] == [pushed_jti]
