@@ -34,6 +34,7 @@ test: lint typecheck $(CHROMEDRIVER)
 # Release profile: the crash tests ten times over (a takeover race shows only in some runs).
 chaos: $(STAMP)
 	for run in 1 2 3 4 5 6 7 8 9 10; do $(BIN)/pytest -q -p no:cacheprovider tests/test_takeover.py || exit 1; done
+	CAEP_CHAOS_PROFILE=long CAEP_RESULTS_DIR=.chaos $(BIN)/pytest -q -s -p no:cacheprovider tests/test_chaos.py
 
 # The JSON Schemas of the models and the AsyncAPI document of the topics (tests check both).
 schemas: $(STAMP)
@@ -43,5 +44,16 @@ schemas: $(STAMP)
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
+# Every benchmark (a full run takes about 20 minutes), one table, bench/results.json, and
+# README's benchmark table rewritten from it.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.readme
+
+# Long fuzzing profile (issue 10): the four atheris targets of tests/fuzz_targets.py in parallel,
+# FUZZ_SECONDS each, the corpus kept in .fuzz/ between runs, figures in .fuzz/report.json.
+.PHONY: fuzz
+FUZZ_SECONDS ?= 1800
+fuzz: $(STAMP)
+	CAEP_FUZZ_SECONDS=$(FUZZ_SECONDS) CAEP_FUZZ_WORKDIR=.fuzz CAEP_FUZZ_REPORT=.fuzz/report.json \
+	  $(BIN)/pytest -q -s -p no:cacheprovider tests/test_fuzz.py

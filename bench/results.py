@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Required, TypedDict
 
 RESULTS_PATH = Path(__file__).with_name("results.json")
 
@@ -30,18 +30,26 @@ class Figure(TypedDict):
     unit: str
 
 
-class Check(TypedDict):
-    """A headline ratio against its goal; `met` is informational, never a failure."""
+class Check(TypedDict, total=False):
+    """A headline ratio against its goal; `met` is informational, never a failure.
 
-    name: str
-    value: float
-    goal: float
-    met: bool
+    `at_most` marks a figure that should stay at or below its goal (memory, latency)."""
+
+    name: Required[str]
+    value: Required[float]
+    goal: Required[float]
+    met: Required[bool]
+    at_most: bool
 
 
 def check(name: str, value: float, goal: float) -> Check:
     """A ratio that should be at least `goal`."""
     return {"name": name, "value": value, "goal": goal, "met": value >= goal}
+
+
+def check_at_most(name: str, value: float, goal: float) -> Check:
+    """A figure that should be at most `goal`."""
+    return {"name": name, "value": value, "goal": goal, "met": value <= goal, "at_most": True}
 
 
 def machine_facts() -> dict[str, Any]:
@@ -102,10 +110,22 @@ def record(
     return entry
 
 
-def _number(value: float) -> str:
+def format_number(value: float) -> str:
+    """A figure for a table: thousands separated from 100 up, else two decimals."""
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.2f}"
+
+
+_number = format_number
+
+
+def format_check(item: Check, width: int = 10) -> str:
+    """One check as a table row: name, value, goal, PASS/MISS."""
+    verdict = "PASS" if item["met"] else "MISS"
+    relation = "<=" if item.get("at_most") else ">="
+    return (f"{item['name']:<{width}}  {item['value']:>12.2f}  goal {relation} "
+            f"{item['goal']:.2f}  {verdict}")
 
 
 def render(data: Mapping[str, Any]) -> str:
@@ -128,9 +148,5 @@ def render(data: Mapping[str, Any]) -> str:
                 f"   {figure['name']:<{width}}  {_number(figure['value']):>12}  {figure['unit']}"
             )
         for item in entry.get("checks", []):
-            verdict = "PASS" if item["met"] else "MISS"
-            lines.append(
-                f"   {item['name']:<{width}}  {item['value']:>12.2f}  "
-                f"goal >= {item['goal']:.2f}  {verdict}"
-            )
+            lines.append(f"   {format_check(item, width)}")
     return "\n".join(lines)

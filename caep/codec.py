@@ -19,7 +19,7 @@ import jwt
 import orjson
 import pybase64
 
-from caep.errors import InvalidAudience, InvalidIssuer, InvalidKey, InvalidRequest
+from caep.errors import ForeignTenant, InvalidAudience, InvalidIssuer, InvalidKey, InvalidRequest
 from caep.events import Event, UnrecognizedEvent, parse_event
 from caep.subjects import Subject, parse_subject, tenant_of
 from caep.trust import FORBIDDEN_ALGORITHMS, TrustedIssuer, TrustStore
@@ -91,7 +91,8 @@ class VerifiedSet:
         return events
 
     def tenant_for(self, item: SubjectEvent) -> str:
-        """The subject's `tenant` member if it has one, else the issuer's configured tenant."""
+        """The subject's `tenant` member if it has one (for an issuer bound to a tenant,
+        `verify` refused any other), else the issuer's configured tenant."""
         return tenant_of(item.subject) or self.issuer.config.tenant_id
 
 
@@ -170,8 +171,16 @@ class SetVerifier:
         """Every check: the SET itself (`verify_envelope`), then each event and its subject
         against their models. What every entry point calls."""
         header, claims, issuer = self.verify_envelope(token, now=now)
-        return VerifiedSet(header=header, claims=claims, issuer=issuer,
-                           items=self._typed_events(claims))
+        items = self._typed_events(claims)
+        bound = issuer.config.tenant
+        if bound is not None:  # an issuer bound to a tenant speaks for that tenant only
+            for item in items:
+                named = tenant_of(item.subject)
+                if named is not None and named != bound:
+                    raise ForeignTenant(
+                        f"issuer {issuer.config.iss!r} may send events for tenant {bound!r} "
+                        f"only; the subject names tenant {_show(named)}")
+        return VerifiedSet(header=header, claims=claims, issuer=issuer, items=items)
 
     def verify_envelope(
         self, token: str | bytes, *, now: float | None = None

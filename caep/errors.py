@@ -66,6 +66,12 @@ class InvalidAudience(SetError):
     code = ErrorCode.INVALID_AUDIENCE
 
 
+class ForeignTenant(SetError):
+    """The SET's issuer is bound to one tenant and the SET names another."""
+
+    code = ErrorCode.ACCESS_DENIED
+
+
 class AuthenticationFailed(CaepError):
     """The transmitter could not be authenticated (e.g. a bad bearer token at the push edge)."""
 

@@ -13,7 +13,8 @@ Invariants, whatever the order or repetition of inputs:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +110,69 @@ def activity_key(activity: SessionActivity) -> str:
     return activity.key
 
 
+class _Plan:
+    """What a policy's rules mean for evaluation, worked out once per policy: which rules can
+    fire on an event name (in policy order), and the band rules that set flags. Only a cache:
+    every rule it lists is still matched exactly as before."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.rules = tuple(_Compiled(rule, policy.enforced(rule)) for rule in policy.rule)
+        self.by_name: dict[str, tuple[tuple[_Compiled, ...], bool, frozenset[str] | None]] = {}
+        self.band_flag_rules = tuple(
+            rule for rule in policy.rule
+            if rule.on is None and rule.action is Action.SET_FLAGS and policy.enforced(rule))
+        # Band rules in monitor mode are the only readers of the bands before an input.
+        self.needs_bands_before = any(c.rule.on is None and not c.enforced for c in self.rules)
+        self.default_flags = dict(policy.flags)
+        self.flags_cache: dict[tuple[Any, ...], tuple[tuple[tuple[str, Any], ...],
+                                                      Rule | None]] = {}
+
+    def for_name(self, name: str) -> tuple[tuple[_Compiled, ...], bool, frozenset[str] | None]:
+        """The rules that can match an event called `name` (those naming it or naming none),
+        whether any of them looks at the event's attributes, and, when they are all band rules
+        (no event rule, no subject-wide action), the bands any of them fires in."""
+        found = self.by_name.get(name)
+        if found is None:
+            rules = tuple(c for c in self.rules if c.rule.on is None or name in c.rule.on)
+            # Band rules alone, none for this session's band: nothing can fire (see apply_rules).
+            only_bands = all(not c.event_rule and not c.subject_action and c.bands is not None
+                             for c in rules)
+            bands = frozenset().union(*(c.bands or () for c in rules)) if only_bands else None
+            found = (rules, any(c.rule.on is not None and c.rule.match for c in rules), bands)
+            if len(self.by_name) < 4096:
+                self.by_name[name] = found
+        return found
+
+
+class _Compiled:
+    """A rule with what `apply_rules` asks of it on every input, asked once."""
+
+    __slots__ = ("bands", "enforced", "event_rule", "revoke_session", "rule", "subject_action")
+
+    def __init__(self, rule: Rule, enforced: bool) -> None:
+        self.rule = rule
+        self.enforced = enforced
+        self.event_rule = rule.on is not None
+        self.subject_action = rule.action is Action.REVOKE_SUBJECT
+        self.revoke_session = rule.action is Action.REVOKE_SESSION
+        self.bands = rule.band  # None: any band
+
+
+_PLANS: dict[int, tuple[weakref.ref[Policy], _Plan]] = {}
+
+
+def _plan(policy: Policy) -> _Plan:
+    entry = _PLANS.get(id(policy))
+    if entry is not None and entry[0]() is policy:
+        return entry[1]
+    if len(_PLANS) >= 64:  # forget the plans of policies gone
+        for key in [key for key, (ref, _) in _PLANS.items() if ref() is None]:
+            del _PLANS[key]
+    plan = _Plan(policy)
+    _PLANS[id(policy)] = (weakref.ref(policy), plan)
+    return plan
+
+
 class _Run:
     """One evaluation: the working copy of the state and the decisions made so far."""
 
@@ -119,6 +183,7 @@ class _Run:
         self.revoked_at = state.revoked_at
         self.risk_floor = state.risk_floor
         self.policy = policy
+        self.plan = _plan(policy)
         self.now = now
         self.cause = cause
         self.source = source
@@ -204,15 +269,23 @@ class _Run:
             return
         risk = current_risk(session, self.policy.scoring, self.now)
         band = self.policy.scoring.band(risk)
-        flags = dict(self.policy.flags) | dict(session.sticky_flags)
-        band_rule = None
-        for candidate in self.policy.rule:
-            if (candidate.on is None and candidate.action is Action.SET_FLAGS
-                    and candidate.matches("", band, self.state.tenant, {})
-                    and self.policy.enforced(candidate)):
-                flags |= candidate.flags
-                band_rule = band_rule or candidate
-        new = tuple(sorted(flags.items()))
+        plan = self.plan
+        try:
+            cache_key: tuple[Any, ...] | None = (band, self.state.tenant, session.sticky_flags)
+            cached = plan.flags_cache.get(cache_key)  # type: ignore[arg-type]
+        except TypeError:  # a sticky flag holding a list or an object: not cacheable
+            cache_key, cached = None, None
+        if cached is None:
+            flags = plan.default_flags | dict(session.sticky_flags)
+            band_rule = None
+            for candidate in plan.band_flag_rules:
+                if candidate.matches("", band, self.state.tenant, {}):
+                    flags |= candidate.flags
+                    band_rule = band_rule or candidate
+            cached = (tuple(sorted(flags.items())), band_rule)
+            if cache_key is not None and len(plan.flags_cache) < 4096:
+                plan.flags_cache[cache_key] = cached
+        new, band_rule = cached
         if new == session.flags:
             return
         updated = session.with_changes(flags=new)
@@ -230,33 +303,51 @@ class _Run:
 
     # -- policy ------------------------------------------------------------------------------
 
-    def apply_rules(self, name: str, targets: list[Session], attributes: Mapping[str, Any],
+    def apply_rules(self, name: str, targets: list[Session],
+                    attributes: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
                     occurred_at: float, band_before: Mapping[str, str], *,
                     subject_wide: bool = False) -> None:
         """Fire every rule that matches, per target session (or once for the subject).
 
         A session revocation about a whole subject (the event names no session or device)
         revokes the subject: every session established before the event, known or not yet.
+        `attributes` may be a function giving them, called only if a rule looks at them.
         """
         fired_subject = False
-        for rule in self.policy.rule:
-            enforced = self.policy.enforced(rule)
-            if rule.action is Action.REVOKE_SUBJECT or (
-                    subject_wide and rule.action is Action.REVOKE_SESSION):
-                if not fired_subject and rule.on is not None and rule.matches(
-                        name, "low", self.state.tenant, attributes):
+        rules, needs_attributes, firing_bands = self.plan.for_name(name)
+        scoring = self.policy.scoring
+        sessions, tenant = self.sessions, self.state.tenant
+        if firing_bands is not None and len(targets) == 1:
+            # The usual presentation: only band rules, and the session is in none of their
+            # bands, so none of them can match.
+            (target,) = targets
+            session = sessions.get(target.session_id, target)
+            if scoring.band(current_risk(session, scoring, self.now)) not in firing_bands:
+                return
+        if callable(attributes):
+            attributes = attributes() if needs_attributes else {}
+        bands: dict[str, str] = {}  # a session's band: no rule firing changes its score
+        for compiled in rules:
+            rule, enforced = compiled.rule, compiled.enforced
+            if compiled.subject_action or (subject_wide and compiled.revoke_session):
+                if not fired_subject and compiled.event_rule and rule.matches(
+                        name, "low", tenant, attributes):
                     fired_subject = True
                     self.revoke_subject(rule, occurred_at, name, enforced)
                 continue
+            event_rule = compiled.event_rule
             for target in targets:
-                session = self.sessions.get(target.session_id, target)
-                if not session.active and not (
-                        session.status == "ended" and rule.action is Action.REVOKE_SESSION):
+                session = sessions.get(target.session_id, target)
+                status = session.status
+                if status != "active" and not (status == "ended" and compiled.revoke_session):
                     continue
-                risk = current_risk(session, self.policy.scoring, self.now)
-                band = self.policy.scoring.band(risk)
-                event_rule = rule.on is not None
-                if not rule.matches(name if event_rule else "", band, self.state.tenant,
+                band = bands.get(session.session_id)
+                if band is None:
+                    band = scoring.band(current_risk(session, scoring, self.now))
+                    bands[session.session_id] = band
+                if compiled.bands is not None and band not in compiled.bands:
+                    continue  # what rule.matches would answer first
+                if not rule.matches(name if event_rule else "", band, tenant,
                                     attributes if event_rule else {}):
                     continue
                 if not event_rule and not enforced and band_before.get(
@@ -365,7 +456,7 @@ def _evaluate_event(state: SubjectState, event: SecurityEvent, policy: Policy,
         targets = [s for s in run.sessions.values() if event.device_id in s.devices]
     else:
         targets = list(run.sessions.values())
-    band_before = _bands(run, targets)
+    band_before = _bands(run, targets) if run.plan.needs_bands_before else {}
 
     weights = policy.scoring.weights
     signal_source = f"jti:{event.jti}"
@@ -404,7 +495,8 @@ def _evaluate_event(state: SubjectState, event: SecurityEvent, policy: Policy,
         if signal is not None:
             run.sessions[session.session_id] = add_signal(session, signal, policy.scoring, now)
 
-    run.apply_rules(name, targets, _attributes(event.event), event.occurred_at, band_before,
+    run.apply_rules(name, targets, lambda: _attributes(event.event), event.occurred_at,
+                    band_before,
                     subject_wide=event.session_id is None and event.device_id is None)
     for target in targets:
         session = run.sessions[target.session_id]
@@ -475,14 +567,14 @@ def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: P
         # No newer than what was already seen: a redelivery or a stale report, nothing new.
         return run.finish(remembered)
 
-    band_before = _bands(run, [session])
+    band_before = _bands(run, [session]) if run.plan.needs_bands_before else {}
     session = _presented(session, activity, policy, now)
     run.sessions[session.session_id] = session
     if activity.acr is not None and activity.acr == session.required_acr:
         session = session.with_changes(required_acr=None, acr=activity.acr)
         run.sessions[session.session_id] = session
-    run.apply_rules(name, [session], activity.model_dump(mode="json", exclude_none=True), at,
-                    band_before)
+    run.apply_rules(name, [session], lambda: activity.model_dump(mode="json", exclude_none=True),
+                    at, band_before)
     run.refresh_flags(run.sessions[session.session_id], None, [f"{name} changed the risk band"])
     return run.finish(remembered)
 
@@ -527,8 +619,12 @@ def _inactive_ancestor(run: _Run, session: Session) -> Session | None:
 def _sweep(run: _Run, policy: Policy) -> None:
     """Whatever an input changed, no active session may outlive what it stands on: facts
     arrive in any order, so a parent or a revocation may be learned after its delegates."""
+    revoked_at = run.revoked_at
     for session_id in list(run.sessions):
         session = run.sessions[session_id]
+        if session.status != "active" or (session.parent is None and (
+                revoked_at is None or session.established_at > revoked_at)):
+            continue  # stands on nothing that could have fallen: nothing to check
         ancestor = _inactive_ancestor(run, session) if session.active else None
         before = run.state.sessions.get(ancestor.session_id) if ancestor else None
         # Report (in monitor mode) only what this input changed, so it is reported once.

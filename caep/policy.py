@@ -183,8 +183,12 @@ def parse_policy(text: str, origin: str = "policy") -> Policy:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin} nests too deeply") from None
     try:
         return Policy.model_validate(raw)
+    except RecursionError:
+        raise ConfigError(f"{origin} nests too deeply") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"

@@ -17,8 +17,11 @@ EARTH_RADIUS_KM = 6371.0
 
 def current_risk(session: Session, scoring: Scoring, now: float) -> float:
     """The session's score decayed to `now` (half-life decay; never negative time)."""
+    risk = session.risk
+    if not risk:  # most sessions: nothing to decay (0.0 times any decay factor is itself)
+        return float(risk)
     elapsed = max(0.0, now - session.risk_at)
-    return float(session.risk * 0.5 ** (elapsed / scoring.half_life_seconds))
+    return float(risk * 0.5 ** (elapsed / scoring.half_life_seconds))
 
 
 def add_signal(session: Session, signal: Signal, scoring: Scoring, now: float) -> Session:
@@ -48,6 +51,8 @@ def impossible_travel(previous: tuple[float, float, float], lat: float, lon: flo
                       scoring: Scoring) -> bool:
     """Whether going from the previous presentation to this one needs more than the max speed."""
     prev_lat, prev_lon, prev_at = previous
+    if prev_lat == lat and prev_lon == lon:
+        return False  # no distance at all, no travel (the usual case, spared the haversine)
     km = distance_km(prev_lat, prev_lon, lat, lon)
     hours = max(at - prev_at, 1.0) / 3600
     return km > 50 and km / hours > scoring.max_travel_speed_kmh

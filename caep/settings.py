@@ -101,6 +101,20 @@ class Settings(BaseSettings):
         description="Longest a consumer fetch waits for data. Kafka answers as soon as data "
         "arrives; Tansu always waits this long, so it bounds latency there.",
     )
+    batch_max_records: int = Field(
+        default=500, ge=1,
+        description="Worker: records an agent takes at once; their effects go out together and "
+        "are acknowledged by the broker before the records are.",
+    )
+    batch_max_wait_ms: int = Field(
+        default=5, ge=1,
+        description="Worker: longest an agent waits to fill a batch before it processes what "
+        "it has (latency added when the input is quiet).",
+    )
+    producer_linger_ms: int = Field(
+        default=0, ge=0,
+        description="Worker: how long the producer waits to fill a request before sending.",
+    )
     iat_skew_seconds: int = Field(
         default=300,
         ge=0,

@@ -18,15 +18,19 @@ replays the input, which repeats the same decision ids or, once the state is sav
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import tempfile
 import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
+from faust.streams import _current_event
 
 from caep import jsonbytes
 from caep.activity import parse_activity
@@ -110,6 +114,9 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
         producer_acks=-1,
+        # Effects are awaited a batch at a time, so a short linger costs at most that much
+        # latency and turns a batch's records into a few produce requests instead of hundreds.
+        producer_linger=settings.producer_linger_ms / 1000,
         producer_enable_idempotence=idempotence,
         consumer_auto_offset_reset="earliest",
         broker_rebalance_timeout=settings.group_rebalance_timeout_seconds,
@@ -136,6 +143,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                          key_type=bytes, value_type=bytes)
     expiry = ExpiryIndex(settings.replay_window_seconds)
     deadlines: dict[bytes, float] = {}
+    batch_records, batch_wait = settings.batch_max_records, settings.batch_max_wait_ms / 1000
     sources = {security_events_topic.get_topic_name(), activity_topic.get_topic_name(),
                engine_input.get_topic_name(), device_index.get_topic_name()}
     positions: dict[tuple[str, int], int] = {}  # next offset to process, per input partition
@@ -150,7 +158,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
     def processed(event: Any) -> None:
         positions[(event.message.topic, event.message.partition)] = event.message.offset + 1
 
-    async def reject(error: CaepError, event: Any) -> None:
+    def dead_letter_send(error: CaepError, event: Any) -> Awaitable[Any]:
         message = event.message
         value = event.value if isinstance(event.value, bytes) else b""
         log.info("dead letter: %s %s", error.code.value, error.description,
@@ -159,68 +167,92 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         metrics.dead_letters.labels(error.code.value).inc()
         body = dead_letter_record(error, topic=message.topic, partition=message.partition,
                                   offset=message.offset, key=event.key, value=value)
-        await (await dead_letter.send(key=event.key, value=body))
+        return dead_letter.send(key=event.key, value=body)
+
+    async def reject(error: CaepError, event: Any) -> None:
+        await (await dead_letter_send(error, event))
+
+    async def settle(sends: list[Awaitable[Any]]) -> None:
+        """Wait until the broker has every record sent for a batch."""
+        futures = [await send for send in sends]
+        for future in futures:
+            await future
 
     @app.agent(security_events_topic, concurrency=1)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            processed(event)
-            try:
-                verified = await refresher.averify(verifier, event.value)
-            except SetError as error:
-                metrics.events_in.labels("unverified", error.code.value).inc()
-                await reject(error, event)
-                continue
-            kinds = [event_name(item.event_type) for item in verified.items]
-            pair = replay_key(verified.iss, verified.jti)
-            if pair in taken_in:
-                log.info("redelivered SET jti=%s from %s: already taken in", verified.jti,
-                         verified.iss, extra={"jti": verified.jti, "iss": verified.iss})
-                for kind in kinds:
-                    metrics.events_in.labels(kind, "duplicate").inc()
-                continue
-            for kind in kinds:
-                metrics.events_in.labels(kind, "accepted").inc()
-            arrived = event.message.timestamp
-            for item in security_events(verified):
-                if isinstance(item.event, UnrecognizedEvent):
-                    log.warning("unrecognized event type %s in SET jti=%s from %s: kept, not "
-                                "acted on", item.event_type, item.jti, item.iss)
-                if device_only(item):
-                    key = device_key(item.tenant, item.device_id or "").encode()
-                    await (await device_index.send(key=key, value=encode_input(item),
-                                                   timestamp=arrived))
+        async for events in _batches(stream, batch_records, batch_wait):
+            sends: list[Awaitable[Any]] = []
+            taken: list[tuple[Any, bytes]] = []
+            batch_pairs: set[bytes] = set()
+            for event in events:
+                processed(event)
+                try:
+                    verified = await refresher.averify(verifier, event.value)
+                except SetError as error:
+                    metrics.events_in.labels("unverified", error.code.value).inc()
+                    sends.append(dead_letter_send(error, event))
                     continue
-                sent = await engine_input.send(key=item.key.encode(), value=encode_input(item),
-                                               timestamp=arrived)
-                await sent
-            # Remembered only once its inputs are on the broker: a crash before this point
-            # replays the SET, and the evaluation's own idempotence absorbs the second copy.
-            partition, now = event.message.partition, time.time()
-            seen = Seen(at=now, partition=partition)
-            taken_in[pair] = seen.to_bytes()
-            expiry.add(pair, seen)
-            for old in expiry.due(partition, now):
-                taken_in.pop(old, None)
+                kinds = [event_name(item.event_type) for item in verified.items]
+                pair = replay_key(verified.iss, verified.jti)
+                if pair in taken_in or pair in batch_pairs:
+                    log.info("redelivered SET jti=%s from %s: already taken in", verified.jti,
+                             verified.iss, extra={"jti": verified.jti, "iss": verified.iss})
+                    for kind in kinds:
+                        metrics.events_in.labels(kind, "duplicate").inc()
+                    continue
+                for kind in kinds:
+                    metrics.events_in.labels(kind, "accepted").inc()
+                arrived = event.message.timestamp
+                for item in security_events(verified):
+                    if isinstance(item.event, UnrecognizedEvent):
+                        log.warning("unrecognized event type %s in SET jti=%s from %s: kept, "
+                                    "not acted on", item.event_type, item.jti, item.iss)
+                    if device_only(item):
+                        key = device_key(item.tenant, item.device_id or "").encode()
+                        sends.append(device_index.send(key=key, value=encode_input(item),
+                                                       timestamp=arrived))
+                    else:
+                        sends.append(engine_input.send(key=item.key.encode(),
+                                                       value=encode_input(item),
+                                                       timestamp=arrived))
+                taken.append((event, pair))
+                batch_pairs.add(pair)
+            await settle(sends)
+            # Remembered only once their inputs are on the broker: a crash before this point
+            # replays the SETs, and the evaluation's own idempotence absorbs the second copies.
+            now = time.time()
+            for event, pair in taken:
+                with _writing_for(event):
+                    partition = event.message.partition
+                    seen = Seen(at=now, partition=partition)
+                    taken_in[pair] = seen.to_bytes()
+                    expiry.add(pair, seen)
+                    for old in expiry.due(partition, now):
+                        taken_in.pop(old, None)
+            # take_events acknowledges the batch's records once this body returns
 
     @app.agent(activity_topic, concurrency=1)
     async def activity(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            processed(event)
-            try:
-                fact = parse_activity(event.value)
-                key = activity_key(fact)
-            except SetError as error:
-                metrics.events_in.labels("activity", error.code.value).inc()
-                await reject(error, event)
-                continue
-            metrics.events_in.labels(f"activity:{fact.kind}", "accepted").inc()
-            await (await engine_input.send(key=key.encode(), value=encode_input(fact),
-                                           timestamp=event.message.timestamp))
+        async for events in _batches(stream, batch_records, batch_wait):
+            sends: list[Awaitable[Any]] = []
+            for event in events:
+                processed(event)
+                try:
+                    fact = parse_activity(event.value)
+                    key = activity_key(fact)
+                except SetError as error:
+                    metrics.events_in.labels("activity", error.code.value).inc()
+                    sends.append(dead_letter_send(error, event))
+                    continue
+                metrics.events_in.labels(f"activity:{fact.kind}", "accepted").inc()
+                sends.append(engine_input.send(key=key.encode(), value=encode_input(fact),
+                                               timestamp=event.message.timestamp))
+            await settle(sends)
 
-    async def publish(decisions: list[Decision], state: SubjectState) -> None:
-        pending = [await decisions_topic.send(key=d.subject_key.encode(), value=d.to_json())
-                   for d in decisions]
+    def publish(decisions: list[Decision], state: SubjectState) -> list[Awaitable[Any]]:
+        sends: list[Awaitable[Any]] = [
+            decisions_topic.send(key=d.subject_key.encode(), value=d.to_json())
+            for d in decisions]
         for decision in decisions:
             if decision.action is Action.SET_FLAGS and decision.enforced and decision.session_id:
                 session = state.sessions.get(decision.session_id)
@@ -229,60 +261,77 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                 record = SessionFlags(session_id=decision.session_id, tenant=state.tenant,
                                       subject_key=state.key, flags=dict(session.flags),
                                       updated_at=decision.decided_at)
-                pending.append(await flags_topic.send(key=decision.session_id.encode(),
-                                                      value=record.to_json()))
-        for future in pending:
-            await future
+                sends.append(flags_topic.send(key=decision.session_id.encode(),
+                                              value=record.to_json()))
+        return sends
 
     @app.agent(engine_input, concurrency=1)
     async def evaluate_inputs(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            processed(event)
-            key: bytes = event.key or b""
-            try:
-                item = decode_input(event.value)
-            except SetError as error:
-                await reject(error, event)
-                continue
-            stored = subjects.get(key)
-            state = SubjectState.from_bytes(stored) if stored is not None else None
-            if state is None and isinstance(item, Tick):
-                continue
-            started = time.perf_counter()
-            new_state, decisions = evaluate(state, item, policy, time.time(),
-                                            key=key.decode())
-            elapsed = time.perf_counter() - started
-            metrics.evaluation_seconds.observe(elapsed)
-            await publish(decisions, new_state)
-            metrics.decided(decisions, None if isinstance(item, Tick) else event.message.timestamp)
-            board.decided(decisions)
-            for device in devices_added(state, new_state):
-                record = orjson.dumps({"type": "uses", "subject_key": new_state.key})
-                key_ = device_key(new_state.tenant, device).encode()
-                await (await device_index.send(key=key_, value=record))
-            if new_state is not state:
-                board.evaluated(state, new_state)
-                subjects[key] = new_state.to_bytes()
-                # faust buffers changelog writes and commits input offsets on its own clock;
-                # wait until the new state is on the broker, so a crash can lose no state
-                # whose input will not be replayed.
-                await app.producer.flush()
-            deadline = next_deadline(new_state, policy)
-            if deadline is None:
-                deadlines.pop(key, None)
-            else:
-                deadlines[key] = deadline
-            for decision in decisions:
-                log.info("decision %s %s session=%s rule=%s jti=%s (%.2f ms)",
-                         decision.decision_id, decision.action.value, decision.session_id,
-                         decision.rule, decision.source_jti, elapsed * 1000,
-                         extra={"decision_id": decision.decision_id,
-                                "action": decision.action.value,
-                                "subject_key": decision.subject_key,
-                                "session_id": decision.session_id, "rule": decision.rule,
-                                "jti": decision.source_jti, "iss": decision.source_iss,
-                                "enforced": decision.enforced,
-                                "evaluation_ms": round(elapsed * 1000, 3)})
+        async for events in _batches(stream, batch_records, batch_wait):
+            sends: list[Awaitable[Any]] = []
+            # New states are kept aside until the batch's decisions are on the broker, then
+            # written to the table: a state on the changelog always has its decisions out.
+            states: dict[bytes, tuple[Any, SubjectState | None, SubjectState]] = {}
+            made: list[tuple[list[Decision], float, float | None]] = []
+            for event in events:
+                processed(event)
+                key: bytes = event.key or b""
+                try:
+                    item = decode_input(event.value)
+                except SetError as error:
+                    sends.append(dead_letter_send(error, event))
+                    continue
+                if key in states:
+                    state: SubjectState | None = states[key][2]
+                else:
+                    stored = subjects.get(key)
+                    state = SubjectState.from_bytes(stored) if stored is not None else None
+                if state is None and isinstance(item, Tick):
+                    continue
+                started = time.perf_counter()
+                new_state, decisions = evaluate(state, item, policy, time.time(),
+                                                key=key.decode())
+                elapsed = time.perf_counter() - started
+                metrics.evaluation_seconds.observe(elapsed)
+                sends += publish(decisions, new_state)
+                for device in devices_added(state, new_state):
+                    record = orjson.dumps({"type": "uses", "subject_key": new_state.key})
+                    sends.append(device_index.send(
+                        key=device_key(new_state.tenant, device).encode(), value=record))
+                if new_state is not state:
+                    first = states[key][1] if key in states else state
+                    states[key] = (event, first, new_state)
+                deadline = next_deadline(new_state, policy)
+                if deadline is None:
+                    deadlines.pop(key, None)
+                else:
+                    deadlines[key] = deadline
+                made.append((decisions, elapsed,
+                             None if isinstance(item, Tick) else event.message.timestamp))
+            await settle(sends)
+            # The new states' changelog records must be on the broker before the batch is
+            # acknowledged, so a crash can lose no state whose input is not replayed.
+            # One record per request: Tansu answers a partition's end offset as one past the
+            # first record of its last batch, and faust restores a table only up to there, so
+            # a multi-record batch ending a changelog partition would come back short.
+            for key, (event, _before, after) in states.items():
+                await settle([_store(subjects, event, key, after.to_bytes())])
+            for _event, before, after in states.values():
+                board.evaluated(before, after)
+            for decisions, elapsed, arrived in made:
+                metrics.decided(decisions, arrived)
+                board.decided(decisions)
+                for decision in decisions:
+                    log.info("decision %s %s session=%s rule=%s jti=%s (%.2f ms)",
+                             decision.decision_id, decision.action.value, decision.session_id,
+                             decision.rule, decision.source_jti, elapsed * 1000,
+                             extra={"decision_id": decision.decision_id,
+                                    "action": decision.action.value,
+                                    "subject_key": decision.subject_key,
+                                    "session_id": decision.session_id, "rule": decision.rule,
+                                    "jti": decision.source_jti, "iss": decision.source_iss,
+                                    "enforced": decision.enforced,
+                                    "evaluation_ms": round(elapsed * 1000, 3)})
 
     @app.agent(device_index, concurrency=1)
     async def route_devices(stream: faust.StreamT[bytes]) -> None:
@@ -294,8 +343,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
             if event.value.startswith(b'{"type":"uses"'):
                 subject = orjson.loads(event.value)["subject_key"]
                 if subject not in users:
-                    devices[key] = jsonbytes.dumps([*users, subject])
-                    await app.producer.flush()
+                    await settle([_store(devices, event, key, jsonbytes.dumps([*users, subject]))])
                 continue
             try:
                 item = decode_input(event.value)
@@ -369,3 +417,55 @@ def _lag(app: faust.App, sources: set[str],
             continue
         rows.append((tp.topic, tp.partition, max(0, int(high) - int(position))))
     return rows
+
+
+@contextlib.contextmanager
+def _writing_for(event: Any) -> Iterator[None]:
+    """Table writes made here go to the changelog partition of `event`'s record.
+
+    faust picks a table write's changelog partition from the current event of the task, which
+    in a batch taken with `take_events` is not the record the write is for; this sets it (the
+    task's own context variable only: the stream's background buffering is not touched)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+async def _batches(stream: faust.StreamT[bytes], records: int,
+                   within: float) -> AsyncIterator[list[Any]]:
+    """Up to `records` events at a time (fewer after `within` seconds). faust acknowledges a
+    batch's records when the loop asks for the next batch, so after its effects are sent.
+
+    But `take_events` also acknowledges the batch on its way out when the agent is stopped
+    (SIGTERM) or fails in the middle of it, and faust then commits those offsets: the batch
+    would be lost. So a batch left unfinished has its messages marked handled first, which
+    makes faust's acknowledgement a no-op: their offsets stay out of the commit and the next
+    owner of the partition reads them again."""
+    async for events in cast(Any, stream).take_events(records, within=within):
+        finished = False
+        try:
+            yield events
+            finished = True
+        finally:
+            if not finished:
+                log.warning("batch of %d record(s) left unfinished (stopping or failed): not "
+                            "acknowledged, the partitions' next owner reads them again",
+                            len(events))
+                for event in events:
+                    event.message.acked = True
+
+
+def _store(table: Any, event: Any, key: bytes, value: bytes) -> Awaitable[Any]:
+    """`table[key] = value` for `event`'s partition; returns the changelog send, to be settled
+    like any other effect. faust's own `__setitem__` queues the record behind a buffer that is
+    drained one record at a time and gives no handle on it, and `producer.flush()` can wait
+    out a 100 ms timer for nothing, per call."""
+    with _writing_for(event):
+        table.data[key] = value
+    sent: Awaitable[Any] = table.changelog_topic.send(
+        key=key, value=value, partition=event.message.partition,
+        key_serializer=table.key_serializer, value_serializer=table.value_serializer,
+        callback=table._on_changelog_sent)  # lets a RocksDB store know what is persisted
+    return sent

@@ -26,6 +26,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Any
 
 import orjson
@@ -121,11 +122,11 @@ def bearer_claims(verify: Verifier, *, subject: SubjectOf = iss_sub,
             return None
         try:
             claims = verify(token)
-            if inspect.isawaitable(claims):
+            if type(claims) is not dict and inspect.isawaitable(claims):  # a dict: never
                 claims = await claims
         except Exception:  # whatever the verifier raises, the token is not usable
             raise InvalidToken("the bearer token did not verify") from None
-        if not isinstance(claims, Mapping):
+        if type(claims) is not dict and not isinstance(claims, Mapping):
             raise InvalidToken("the bearer token's claims are not a JSON object")
         return principal_of(claims, subject=subject, tenant_claim=tenant_claim)
 
@@ -235,7 +236,9 @@ class CaepMiddleware:
             return
         try:
             found = self.extract(scope)
-            principal = await found if inspect.isawaitable(found) else found
+            # The default extractor is a coroutine function: skip the general check for it.
+            principal = await found if (type(found) is CoroutineType
+                                        or inspect.isawaitable(found)) else found
         except CaepError as exc:
             await self._refuse(scope, send, Denial(401, "invalid_token", exc.description))
             return

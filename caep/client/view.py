@@ -128,10 +128,37 @@ def parse_session_flags(value: bytes | None) -> SessionFlags | None:
     return record
 
 
+_PRINCIPAL_KEYS: dict[tuple[tuple[str, Any], ...], str] = {}
+_PRINCIPAL_KEYS_MAX = 65536
+
+
 def principal_key(subject: Mapping[str, Any]) -> str:
     """The canonical key of the principal an RFC 9493 subject names: for a complex subject its
     user (or first principal member), so `{"format":"complex","user":U,"session":S}` and `U`
-    match. Raises InvalidRequest for a subject that is not one."""
+    match. Raises InvalidRequest for a subject that is not one.
+
+    Every request a middleware checks asks this of its token's subject, so the keys of flat
+    subjects of strings (email, iss_sub, opaque, ...) are remembered, at most
+    `_PRINCIPAL_KEYS_MAX` of them: parsing and canonicalizing cost more than the rest of the
+    check. Anything else (complex subjects, other value types, errors) is worked out each time.
+    """
+    items = tuple(subject.items())
+    try:
+        known = _PRINCIPAL_KEYS.get(items)
+    except TypeError:  # an unhashable value: never remembered
+        known = None
+    if known is not None:  # only all-string items are kept, and only a str equals a str
+        return known
+    if all(type(name) is str and type(value) is str for name, value in items):
+        key = _principal_key(subject)
+        if len(_PRINCIPAL_KEYS) >= _PRINCIPAL_KEYS_MAX:
+            _PRINCIPAL_KEYS.clear()
+        _PRINCIPAL_KEYS[items] = key
+        return key
+    return _principal_key(subject)
+
+
+def _principal_key(subject: Mapping[str, Any]) -> str:
     parsed = parse_subject(dict(subject))
     if isinstance(parsed, ComplexSubject):
         principal = parsed.principal()
@@ -182,11 +209,19 @@ class SessionView:
     def _keys(self, session_id: str, tenant: str | None) -> tuple[Key, ...]:
         if tenant is not None:
             return ((tenant, session_id),) if tenant in self._served else ()
-        return tuple((t, session_id) for t in self.tenants)
+        if len(self.tenants) == 1:
+            return ((self.tenants[0], session_id),)
+        return tuple([(t, session_id) for t in self.tenants])
 
     def is_revoked(self, session_id: str, tenant: str | None = None) -> bool:
         """Whether the engine revoked this session (in `tenant`, or any tenant served)."""
-        return any(key in self._revoked for key in self._keys(session_id, tenant))
+        revoked = self._revoked
+        if tenant is None:
+            for served in self.tenants:  # noqa: SIM110  a loop: no generator per look-up
+                if (served, session_id) in revoked:
+                    return True
+            return False
+        return tenant in self._served and (tenant, session_id) in revoked
 
     def is_revoked_subject(self, subject: Mapping[str, Any], tenant: str | None = None,
                            established_at: float | None = None) -> bool:
@@ -215,14 +250,18 @@ class SessionView:
     def session_flags(self, session_id: str, tenant: str | None = None) -> FlagsEntry | None:
         """The engine's own flags record for the session; None if it published none (the
         session was never restricted) or, without a tenant, if two served tenants have one."""
-        found = [e for k in self._keys(session_id, tenant) if (e := self._flags.get(k))]
+        keys = self._keys(session_id, tenant)
+        if len(keys) == 1:  # one tenant in question (an entry is never falsy)
+            return self._flags.get(keys[0])
+        found = [e for k in keys if (e := self._flags.get(k))]
         return found[0] if len(found) == 1 else None
 
     def ambiguous(self, session_id: str, tenant: str | None = None) -> bool:
         """Whether, no tenant named, two served tenants have flags for this session id: which
         are its is unknown, so its security flags take their safe value."""
-        return tenant is None and sum(
-            1 for key in self._keys(session_id, None) if key in self._flags) > 1
+        if tenant is not None or len(self.tenants) == 1:
+            return False  # one tenant in question: nothing to be ambiguous about
+        return sum(1 for key in self._keys(session_id, None) if key in self._flags) > 1
 
     def flags(self, session_id: str, tenant: str | None = None) -> dict[str, JsonValue]:
         """The session's effective flags (a copy): the engine's, else the policy's defaults;
