@@ -178,6 +178,13 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         for future in futures:
             await future
 
+    def taken_within_window(pair: bytes) -> bool:
+        """Whether the pair was taken in less than the replay window ago: a pair past it
+        counts as forgotten even before the partition's next batch prunes it."""
+        stored = taken_in.get(pair)
+        return stored is not None and (
+            Seen.from_bytes(stored).at > time.time() - settings.replay_window_seconds)
+
     @app.agent(security_events_topic, concurrency=1)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         async for events in _batches(stream, batch_records, batch_wait):
@@ -194,7 +201,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                     continue
                 kinds = [event_name(item.event_type) for item in verified.items]
                 pair = replay_key(verified.iss, verified.jti)
-                if pair in taken_in or pair in batch_pairs:
+                if pair in batch_pairs or taken_within_window(pair):
                     log.info("redelivered SET jti=%s from %s: already taken in", verified.jti,
                              verified.iss, extra={"jti": verified.jti, "iss": verified.iss})
                     for kind in kinds:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from caep.codec import SetVerifier, sign_set
-from caep.errors import ErrorCode, SetError
+from caep.errors import ErrorCode, ForeignTenant, SetError
 from caep.events import (
     CredentialChange,
     SessionRevoked,
@@ -104,13 +104,23 @@ def test_unknown_event_type_is_kept_not_guessed() -> None:
 
 
 def test_tenant_comes_from_the_subject_else_from_the_issuer() -> None:
-    complex_subject = {"format": "complex", "user": EMAIL,
-                       "tenant": {"format": "opaque", "id": "acme"}}
-    v = verifier(tenant="default-tenant")
-    with_tenant = v.verify(signed({CAEP + "session-revoked": {}}, complex_subject))
-    without = v.verify(signed({CAEP + "session-revoked": {}}, EMAIL))
-    assert with_tenant.tenant_for(with_tenant.items[0]) == "acme"
+    """An issuer with no tenant configured (a multi-tenant IdP) names it in the subject; one
+    bound to a tenant speaks for that tenant only."""
+    def naming(tenant: str) -> dict[str, Any]:
+        return {"format": "complex", "user": EMAIL,
+                "tenant": {"format": "opaque", "id": tenant}}
+
+    shared = verifier()
+    named = shared.verify(signed({CAEP + "session-revoked": {}}, naming("acme")))
+    assert named.tenant_for(named.items[0]) == "acme"
+    bound = verifier(tenant="default-tenant")
+    without = bound.verify(signed({CAEP + "session-revoked": {}}, EMAIL))
     assert without.tenant_for(without.items[0]) == "default-tenant"
+    own = bound.verify(signed({CAEP + "session-revoked": {}}, naming("default-tenant")))
+    assert own.tenant_for(own.items[0]) == "default-tenant"
+    with pytest.raises(ForeignTenant) as refused:
+        bound.verify(signed({CAEP + "session-revoked": {}}, naming("acme")))
+    assert refused.value.code.value == "access_denied"
 
 
 def test_ssf_verification_event_with_opaque_stream_subject() -> None:
