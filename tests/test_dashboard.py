@@ -20,7 +20,16 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import ISSUER, SESSION_REVOKED, Idp, Topics, WorkerProcess, produce
+from tests.conftest import (
+    ISSUER,
+    SESSION_REVOKED,
+    Idp,
+    Topics,
+    WorkerProcess,
+    produce,
+    start_worker,
+    stop_worker,
+)
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -58,6 +67,17 @@ def metric(text: str, name: str, **labels: str) -> float | None:
         if all(found.get(k) == v for k, v in labels.items()):
             return float(match[3])
     return None
+
+
+@pytest.fixture(scope="module")
+def engine(bootstrap: str, idp: Idp, topics: Topics) -> Iterator[WorkerProcess]:
+    """This module's worker logs JSON lines, so the tests can read its decisions' fields."""
+    worker = start_worker(bootstrap, idp.trust_file, topics, CAEP_LOG_FORMAT="json")
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        stop_worker(worker)
 
 
 @pytest.fixture
@@ -119,7 +139,8 @@ def test_metrics_count_inputs_decisions_and_sessions(
 
 
 def test_the_feed_and_the_timeline_explain_a_revocation(
-        bootstrap: str, idp: Idp, topics: Topics, web: httpx.Client) -> None:
+        bootstrap: str, idp: Idp, topics: Topics, web: httpx.Client,
+        engine: WorkerProcess) -> None:
     email, session = f"noa-{uuid.uuid4().hex[:6]}@example.com", "noa-1"
     produce(bootstrap, topics.session_activity, [activity(email, session)], key=email.encode())
     frames: list[str] = []
@@ -148,6 +169,12 @@ def test_the_feed_and_the_timeline_explain_a_revocation(
     missing = web.get("/api/session", params={"key": decision["subject_key"], "session": "x"})
     assert missing.status_code == 404 and "no session" in missing.json()["error"]
     assert web.get("/api/session").status_code == 400
+
+    logged = [orjson.loads(line) for line in list(engine.output) if line.startswith("{")]
+    lines = [entry for entry in logged if entry.get("decision_id") == decision["decision_id"]]
+    assert lines, "no JSON log line for the decision"
+    assert (lines[0]["jti"], lines[0]["subject_key"], lines[0]["level"]) == (
+        decision["source_jti"], decision["subject_key"], "info")
 
 
 def test_a_user_watching_the_dashboard_sees_the_revocation_happen(

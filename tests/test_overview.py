@@ -93,3 +93,16 @@ def test_json_log_lines_carry_the_correlation_fields() -> None:
     config = logging_config("info", "json")
     assert config["root"]["level"] == "INFO"
     assert config["formatters"]["main"]["()"].endswith("JsonFormatter")
+
+
+def test_the_board_counts_each_rule_in_enforce_and_in_monitor_mode() -> None:
+    from streams.dashboard import Board
+
+    board = Board(load_policy(), lag=lambda: [("t.engine-input", 0, 3)])
+    enforced = _decision("s1", 1.0)
+    watched = enforced.model_copy(update={"decision_id": "d-m", "enforced": False})
+    board.decided([enforced, watched, watched.model_copy(update={"decision_id": "d-m2"})])
+    overview = board.overview()
+    assert overview["rules"] == {"risk-critical-revoke": {"enforced": 1, "monitor": 2}}
+    assert overview["lag"] == [{"topic": "t.engine-input", "partition": 0, "lag": 3}]
+    assert [d.decision_id for d in board.recent] == [enforced.decision_id, "d-m", "d-m2"]
