@@ -325,16 +325,8 @@ def profile_middleware(subscriber: Subscriber, now: float, top: int = 14) -> str
     loop.run_until_complete(run())
     profiler.disable()
     loop.close()
-    stats = pstats.Stats(profiler)
-    entries: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
-    total = sum(row[2] for row in entries.values())
-    ranked = sorted(entries.items(), key=lambda kv: kv[1][2], reverse=True)
-    lines = ["profile: 500 requests through app + CaepMiddleware, cProfile own time",
-             f"   {'own %':>6} {'cum %':>6} {'calls':>8}  function"]
-    for (filename, line, name), (_, calls, own, cumulative, _) in ranked[:top]:
-        where = name if filename == "~" else f"{name}  ({Path(filename).name}:{line})"
-        lines.append(f"   {own / total:>6.1%} {cumulative / total:>6.1%} {calls:>8}  {where}")
-    return "\n".join(lines)
+    title = "profile: 500 requests through app + CaepMiddleware, cProfile own time"
+    return "\n".join(results.profile_lines(pstats.Stats(profiler), title, top))
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -415,13 +407,7 @@ def _table(details: dict[str, Any], figures: list[results.Figure],
             f"{name} {us:.1f} us" for name, us in details["middleware"]["per_request_us"].items()),
         "",
     ]
-    width = max(len(f["name"]) for f in figures)
-    for figure in figures:
-        lines.append(f"  {figure['name']:<{width}}  {results.format_number(figure['value']):>12}"
-                     f"  {figure['unit']}")
-    lines.append("")
-    for item in checks:
-        lines.append("  " + results.format_check(item, width))
+    lines += results.figure_lines(figures, checks)
     return "\n".join(lines)
 
 

@@ -374,18 +374,13 @@ def profile_engine(verify: Op, corpora: Sequence[Corpus], top: int = 15) -> str:
     stats = pstats.Stats(profiler)
     entries: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
     total = sum(row[2] for row in entries.values())
-    ranked = sorted(entries.items(), key=lambda kv: kv[1][2], reverse=True)
     signature = sum(row[2] for (_, _, name), row in entries.items()
                     if "verify" in name and "objects>" in name)
-    lines = [f"profile: engine verify over {sum(len(c.tokens) for c in corpora)} tokens "
+    title = (f"profile: engine verify over {sum(len(c.tokens) for c in corpora)} tokens "
              f"({', '.join(c.alg for c in corpora)}), cProfile own time; "
              f"signature primitive {signature / total:.0%}, everything else "
-             f"{1 - signature / total:.0%}",
-             f"   {'own %':>6} {'cum %':>6} {'calls':>8}  function"]
-    for (filename, line, name), (_, calls, own, cumulative, _) in ranked[:top]:
-        where = name if filename == "~" else f"{name}  ({Path(filename).name}:{line})"
-        lines.append(f"   {own / total:>6.1%} {cumulative / total:>6.1%} {calls:>8}  {where}")
-    return "\n".join(lines)
+             f"{1 - signature / total:.0%}")
+    return "\n".join(results.profile_lines(stats, title, top))
 
 
 # ------------------------------------------------------------------------------------ the run

@@ -353,16 +353,8 @@ def profile(population: Population, inputs: list[tuple[bytes, EngineInput, float
     for key, item, now, _ in inputs:
         work[key], _ = evaluate(work[key], item, policy, now)
     profiler.disable()
-    stats = pstats.Stats(profiler)
-    entries: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
-    total = sum(row[2] for row in entries.values())
-    ranked = sorted(entries.items(), key=lambda kv: kv[1][2], reverse=True)
-    lines = [f"profile: evaluate over {len(inputs):,} inputs of the mix, cProfile own time",
-             f"   {'own %':>6} {'cum %':>6} {'calls':>8}  function"]
-    for (filename, line, name), (_, calls, own, cumulative, _) in ranked[:top]:
-        where = name if filename == "~" else f"{name}  ({Path(filename).name}:{line})"
-        lines.append(f"   {own / total:>6.1%} {cumulative / total:>6.1%} {calls:>8}  {where}")
-    return "\n".join(lines)
+    title = f"profile: evaluate over {len(inputs):,} inputs of the mix, cProfile own time"
+    return "\n".join(results.profile_lines(pstats.Stats(profiler), title, top))
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -474,13 +466,7 @@ def _table(details: dict[str, Any], figures: list[results.Figure],
         f"{details['sessions_after']['kept']:,} kept (revoked and ended ones stay as tombstones)",
         "",
     ]
-    width = max(len(f["name"]) for f in figures)
-    for figure in figures:
-        lines.append(f"  {figure['name']:<{width}}  {results.format_number(figure['value']):>12}"
-                     f"  {figure['unit']}")
-    lines.append("")
-    for item in checks:
-        lines.append("  " + results.format_check(item, width))
+    lines += results.figure_lines(figures, checks)
     return "\n".join(lines)
 
 

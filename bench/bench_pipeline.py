@@ -299,13 +299,7 @@ def _table(details: dict[str, Any], figures: list[results.Figure],
         f"worker settings: {details['settings']['worker']}",
         "",
     ]
-    width = max(len(f["name"]) for f in figures)
-    for figure in figures:
-        lines.append(f"  {figure['name']:<{width}}  {results.format_number(figure['value']):>12}"
-                     f"  {figure['unit']}")
-    lines.append("")
-    for item in checks:
-        lines.append("  " + results.format_check(item, width))
+    lines += results.figure_lines(figures, checks)
     profile = details["profile"]
     if profile:
         lines += ["", f"profile (py-spy, {profile['samples']:,} samples of the worker while it "

@@ -291,13 +291,7 @@ def _table(details: dict[str, Any], figures: list[results.Figure],
         lines.append("  by leaf function:")
         lines += [f"    {share:6.1%}  {name}" for name, share in profile["leaves"].items()]
     lines.append("")
-    width = max(len(f["name"]) for f in figures)
-    for figure in figures:
-        lines.append(f"  {figure['name']:<{width}}  {results.format_number(figure['value']):>12}"
-                     f"  {figure['unit']}")
-    lines.append("")
-    for item in checks:
-        lines.append("  " + results.format_check(item, width))
+    lines += results.figure_lines(figures, checks)
     return "\n".join(lines)
 
 

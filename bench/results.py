@@ -128,6 +128,29 @@ def format_check(item: Check, width: int = 10) -> str:
             f"{item['goal']:.2f}  {verdict}")
 
 
+def figure_lines(figures: list[Figure], checks: list[Check]) -> list[str]:
+    """A benchmark's own table: its figures, a blank line, its checks with PASS/MISS."""
+    width = max(len(f["name"]) for f in figures)
+    lines = [f"  {f['name']:<{width}}  {format_number(f['value']):>12}  {f['unit']}"
+             for f in figures]
+    lines.append("")
+    lines += ["  " + format_check(item, width) for item in checks]
+    return lines
+
+
+def profile_lines(stats: Any, title: str, top: int) -> list[str]:
+    """A cProfile run (`pstats.Stats`) ranked by own time: `title`, a header, the top rows.
+    Own time, since cProfile inflates the cumulative time of Python-level calls."""
+    entries: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats
+    total = sum(row[2] for row in entries.values())
+    ranked = sorted(entries.items(), key=lambda kv: kv[1][2], reverse=True)
+    lines = [title, f"   {'own %':>6} {'cum %':>6} {'calls':>8}  function"]
+    for (filename, line, name), (_, calls, own, cumulative, _) in ranked[:top]:
+        where = name if filename == "~" else f"{name}  ({Path(filename).name}:{line})"
+        lines.append(f"   {own / total:>6.1%} {cumulative / total:>6.1%} {calls:>8}  {where}")
+    return lines
+
+
 def render(data: Mapping[str, Any]) -> str:
     """The combined table of every entry: figures, then checks with PASS/MISS."""
     lines: list[str] = []
