@@ -10,14 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +24,7 @@ from caep.codec import sign_set
 from caep.keys import generate_jwk, jwks_of, private_key
 from streams.broker import EmbeddedBroker
 from streams.topics import ensure_topics
-from streams.worker import READY_LINE, WEB_LINE
+from streams.worker import WorkerProcess, spawn_worker
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 ISSUER = "https://idp.example.com"
@@ -106,42 +102,6 @@ def make_idp(directory: Path, alg: str = "RS256") -> Idp:
     return Idp(jwk, trust)
 
 
-@dataclass
-class Worker:
-    process: subprocess.Popen[str]
-    lines: queue.Queue[str] = field(default_factory=queue.Queue)
-    output: list[str] = field(default_factory=list)
-    web: str | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def wait_ready(self, timeout: float = 90.0) -> float:
-        """Seconds until the worker printed its readiness line; raises with its output."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            if line.startswith(WEB_LINE):
-                self.web = line[len(WEB_LINE):].strip()
-            if READY_LINE in line:
-                return time.monotonic() - started
-        raise RuntimeError("worker never became ready:\n" + "".join(self.output[-40:]))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
 
 # Tansu delays every group join by half the session timeout: short timeouts keep start-up
 # short (quick runs go shorter still: a missed heartbeat there costs a rebalance, not a figure).
@@ -154,7 +114,7 @@ def quick_group_timeouts() -> None:
 
 
 def start_worker(bootstrap: str, trust: Path, topics: Topics, app_id: str | None = None,
-                 **env: str) -> Worker:
+                 **env: str) -> WorkerProcess:
     environment = dict(
         os.environ, CAEP_BOOTSTRAP=bootstrap, CAEP_TRUST_FILE=str(trust),
         CAEP_APP_ID=app_id or f"caep-bench-{uuid.uuid4().hex[:8]}",
@@ -163,19 +123,7 @@ def start_worker(bootstrap: str, trust: Path, topics: Topics, app_id: str | None
         CAEP_GROUP_REBALANCE_TIMEOUT_SECONDS=GROUP_TIMEOUTS["rebalance"],
         CAEP_LOG_LEVEL="warning", CAEP_WEB_PORT="0", PYTHONUNBUFFERED="1", **topics.env())
     environment.update(env)
-    process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=PROJECT_DIR,
-                               env=environment, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
-    worker = Worker(process)
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            worker.output.append(line)
-            worker.lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return worker
+    return spawn_worker(environment, cwd=PROJECT_DIR)
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]],

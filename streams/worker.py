@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import queue
+import subprocess
 import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from faust.worker import Worker
@@ -43,3 +50,62 @@ def run_worker(settings: Settings, bootstrap: str, *, embedded: bool) -> None:
     worker = EngineWorker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
                           logging_config=logging_config(settings.log_level, settings.log_format))
     worker.execute_from_commandline()
+
+
+@dataclass
+class WorkerProcess:
+    """A worker started as a process of its own (tests, benchmarks), its output kept."""
+
+    process: subprocess.Popen[str]
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    output: list[str] = field(default_factory=list)
+    web: str | None = None  # base URL of the worker's dashboard and /metrics, once ready
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, timeout: float = 90.0) -> float:
+        """Seconds until the worker printed its readiness line (observed, not slept for);
+        raises with its last output if it never does."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            if line.startswith(WEB_LINE):
+                self.web = line[len(WEB_LINE):].strip()
+            if READY_LINE in line:
+                return time.monotonic() - started
+        raise RuntimeError("worker never became ready:\n" + "".join(self.output[-60:]))
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (faust leaves the group cleanly), SIGKILL after `timeout`; the exit code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def spawn_worker(environment: Mapping[str, str], cwd: Path | None = None) -> WorkerProcess:
+    """`caep worker` as a child process with `environment`, its output read on a thread."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker"], cwd=cwd, env=dict(environment),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    worker = WorkerProcess(process)
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            worker.output.append(line)
+            worker.lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return worker

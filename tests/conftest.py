@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +20,7 @@ from caep.keys import generate_jwk, jwks_of, private_key
 from streams.broker import EmbeddedBroker
 from streams.kafka_io import publish, watch
 from streams.topics import ensure_topics
-from streams.worker import READY_LINE, WEB_LINE
+from streams.worker import WorkerProcess, spawn_worker
 
 ISSUER = "https://idp.example.com"
 AUDIENCE = "https://rp.example.com"
@@ -128,30 +124,6 @@ def fresh_topics(bootstrap: str) -> Topics:
     return t
 
 
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[str]
-    lines: queue.Queue[str] = field(default_factory=queue.Queue)
-    output: list[str] = field(default_factory=list)
-    web: str | None = None  # base URL of the worker's dashboard and /metrics, once ready
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Observe the worker's own readiness line; fail with its output if it never comes."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            if line.startswith(WEB_LINE):
-                self.web = line[len(WEB_LINE):].strip()
-            if READY_LINE in line:
-                return
-        raise AssertionError("worker never became ready:\n" + "".join(self.output[-60:]))
-
-
 def start_worker(bootstrap: str, trust: Path, topics: Topics, **env: str) -> WorkerProcess:
     environment = dict(
         os.environ,
@@ -165,32 +137,11 @@ def start_worker(bootstrap: str, trust: Path, topics: Topics, **env: str) -> Wor
         **topics.env(),
     )
     environment.update(env)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker"],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    worker = WorkerProcess(process)
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            worker.output.append(line)
-            worker.lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return worker
+    return spawn_worker(environment)
 
 
 def stop_worker(worker: WorkerProcess) -> int:
-    if worker.process.poll() is None:
-        worker.process.terminate()
-        try:
-            worker.process.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.process.kill()
-            worker.process.wait()
-    return worker.process.returncode
+    return worker.stop(20)
 
 
 @pytest.fixture(scope="module")
