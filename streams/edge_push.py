@@ -24,12 +24,16 @@ from streams.edge_sink import DurableSink, Saturated, Unavailable
 log = logging.getLogger("caep.edge.push")
 SET_MEDIA_TYPE = "application/secevent+jwt"
 RECENT_JTIS = 4096
+# RFC 8935 section 2.3: an error response MUST name the language of its descriptions (ours
+# are English only, which is also what the section asks for when none requested is offered)
+ERROR_LANGUAGE = "en-US"
 
 
 def error_response(error: CaepError, status: int = 400,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    """The RFC 8935 section 2.3 error body."""
-    return JSONResponse(error.to_dict(), status_code=status, headers=headers)
+    """The RFC 8935 section 2.3 error body, with its `Content-Language`."""
+    return JSONResponse(error.to_dict(), status_code=status,
+                        headers={"Content-Language": ERROR_LANGUAGE, **(headers or {})})
 
 
 class PushEndpoint:

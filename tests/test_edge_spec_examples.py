@@ -1,14 +1,20 @@
 """Every HTTP example of SSF 1.0 §7-§8 (tests/spec_examples/http/ssf-*.json, extracted from
-openid/sharedsignals) and the poll and push examples of the secevent drafts that became RFC
-8936 and RFC 8935 (rfc893x-draft-*.json: draft-ietf-secevent-http-poll-00 / -push-00, the
-texts at hand), replayed against a running edge. The example stream id and bearer token are
-replaced by real ones (the example token itself is checked to be refused); answers must have
-the example's status and members."""
+openid/sharedsignals) and every figure of RFC 8935 (push, figures 1-5 and the error codes of
+Table 1) and RFC 8936 (poll, figures 1-8), as published (rfc8935-*.json, rfc8936-*.json,
+named by section and figure), replayed against a running edge: RFC 8935 against its push
+receiver (`POST /ssf/push`), RFC 8936 against its transmitter's poll endpoint. The example
+stream id and bearer token are replaced by real ones (the example token itself is checked to
+be refused); answers must have the example's status and members. Where an example cannot be
+sent as printed, the test says what stands in for it and why (the SETs of the figures are
+signed by nobody we trust; the RFC 8936 figures acknowledge the `jti`s of Figure 6, replaced
+by those of the SETs the edge actually handed out)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,24 +24,55 @@ import httpx
 import jwt
 import pytest
 
+from caep.codec import sign_set
+from caep.errors import ErrorCode
+from caep.keys import generate_jwk, private_key
 from caep.settings import Settings
-from caep.ssf.models import PollResponse
+from caep.ssf.auth import token_hash
+from caep.ssf.models import POLL
 from tests.conftest import Idp, until
 from tests.edge_support import (
     PUSH_TOKEN,
     RP2_TOKEN,
+    RP_AUDIENCE,
     RP_TOKEN,
     RecordingReceiver,
     RunningEdge,
     bearer,
     edge_settings,
     running_edge,
+    topic_size,
+    write_edge_file,
 )
 
 HTTP = Path(__file__).parent / "spec_examples" / "http"
 SETS = Path(__file__).parent / "spec_examples"
 EXAMPLE_ID = "f67e39a0a4d34d56b3aa1bc4cff0069f"
 EXAMPLE_ENDPOINT = "https://receiver.example.com/events"
+# the issuer RFC 8935 Figure 5 names; a second transmitter of the edge file may send only its
+# SETs (and the edge's trust file does not know it)
+FIGURE5_ISSUER = "https://iss.example.com/"
+FIGURE5_TOKEN = "push-token-of-iss-example"
+LONG_POLL = 1.0  # edge_poll_max_wait_seconds of the edge under test
+
+RFC8935 = {  # file of each figure (and table) of RFC 8935, by section
+    "Figure 1": "rfc8935-2.1-figure1-set-transmission-request.json",
+    "Figure 2": "rfc8935-2.2-figure2-successful-delivery-response.json",
+    "Figure 3": "rfc8935-2.3-figure3-error-response-invalid-key.json",
+    "Figure 4": "rfc8935-2.3-figure4-error-response-authentication-failed.json",
+    "Figure 5": "rfc8935-2.3-figure5-error-response-access-denied.json",
+    "Table 1": "rfc8935-2.4-table1-set-error-codes.json",
+}
+RFC8936 = {
+    "Figure 1": "rfc8936-2.4.1-figure1-initial-poll-request.json",
+    "Figure 2": "rfc8936-2.4.1-figure2-default-poll-request.json",
+    "Figure 3": "rfc8936-2.4.2-figure3-acknowledge-only-request.json",
+    "Figure 4": "rfc8936-2.4.3-figure4-poll-with-ack-no-errors.json",
+    "Figure 5": "rfc8936-2.4.4-figure5-poll-ack-with-error.json",
+    "Figure 6": "rfc8936-2.5-figure6-poll-response.json",
+    "Figure 7": "rfc8936-2.5-figure7-no-sets-poll-response.json",
+    "Figure 8": "rfc8936-2.5.1-figure8-poll-error-response.json",
+}
 
 
 def example(name: str) -> dict[str, Any]:
@@ -53,8 +90,15 @@ def substituted(value: Any, **names: str) -> Any:
 @pytest.fixture(scope="module")
 def world(bootstrap: str, idp: Idp, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[RunningEdge, RecordingReceiver, Settings]]:
-    settings = edge_settings(bootstrap, idp.trust_file, tmp_path_factory.mktemp("spec"),
-                             edge_poll_max_wait_seconds=0.5)
+    directory = tmp_path_factory.mktemp("spec")
+    edge_file = write_edge_file(directory)
+    with edge_file.open("a", encoding="utf-8") as file:
+        file.write("\n[[transmitter]]\n"
+                   'name = "iss-example"\n'
+                   f'token_sha256 = "{token_hash(FIGURE5_TOKEN)}"\n'
+                   f'issuers = ["{FIGURE5_ISSUER}"]\n')
+    settings = edge_settings(bootstrap, idp.trust_file, directory, edge_config_file=edge_file,
+                             edge_poll_max_wait_seconds=LONG_POLL)
     receiver = RecordingReceiver()
     with receiver.running(), running_edge(settings) as edge:
         yield edge, receiver, settings
@@ -204,50 +248,218 @@ def test_status_subject_and_verification_examples(
     assert state in json.dumps(verification)
 
 
-def test_rfc8936_poll_examples(world: tuple[RunningEdge, RecordingReceiver, Settings]) -> None:
-    edge, _, _ = world
-    created = httpx.post(f"{edge.url}/ssf/stream", headers=bearer(RP_TOKEN), json={},
-                         timeout=10).json()
-    url = created["delivery"]["endpoint_url"]
-    empty = example("rfc8936-draft-2.2.4-figure7-no-sets-response.json")
-    for name in ("rfc8936-draft-2.2.3.1-figure1-initial-poll.json",
-                 "rfc8936-draft-2.2.3.1-figure2-default-poll.json",
-                 "rfc8936-draft-2.2.3.2-figure3-acknowledge-only.json",
-                 "rfc8936-draft-2.2.3.3-figure4-poll-with-ack.json",
-                 "rfc8936-draft-2.2.3.4-figure5-ack-with-error.json"):
-        started = time.monotonic()
-        answer = httpx.post(url, json=example(name)["body"], headers=bearer(RP_TOKEN),
-                            timeout=10)
-        assert answer.status_code == empty["status"], name
-        assert answer.json()["sets"] == empty["body"]["sets"], name
-        assert answer.json()["moreAvailable"] is False
-        assert time.monotonic() - started < 5  # long polls end after edge_poll_max_wait
-    figure6 = PollResponse.model_validate(
-        example("rfc8936-draft-2.2.4-figure6-poll-response.json")["body"])
-    assert set(figure6.sets) == {"4d3559ec67504aaba65d40b0363faad8",
-                                 "3d0c3cf797584bd193bd0fb1bd4e7d30"}
-    assert all(token.count(".") == 2 for token in figure6.sets.values())
+
+def test_every_rfc8935_and_rfc8936_figure_is_on_file() -> None:
+    """RFC 8935 has Figures 1-5 and Table 1, RFC 8936 Figures 1-8, and no other: each has its
+    file, named by its section and number, with the RFC's caption; no other file claims to be
+    of either RFC."""
+    for rfc, files, figures in (("rfc8935", RFC8935, 5), ("rfc8936", RFC8936, 8)):
+        assert sorted(p.name for p in HTTP.glob(f"{rfc}-*.json")) == sorted(files.values())
+        assert [label for label in files if label.startswith("Figure")] == [
+            f"Figure {n}" for n in range(1, figures + 1)]
+        for label, name in files.items():
+            kind, number = label.lower().split()
+            assert re.fullmatch(rf"{rfc}-[0-9.]+-{kind}{number}-[a-z0-9-]+\.json", name), name
+            content = example(name)
+            assert content["caption"].startswith(f"{label}: "), name
+            assert kind == "table" or ("method" in content) != ("status" in content), name
+    assert [n for n in RFC8935.values() if "method" in example(n)] == [RFC8935["Figure 1"]]
+    assert [n for n in RFC8936.values() if "method" in example(n)] == [
+        RFC8936[f"Figure {n}"] for n in range(1, 6)]
+
+
+def error_answer(answer: httpx.Response, figure: dict[str, Any]) -> str:
+    """An RFC 8935 §2.3 error answer with the figure's headers and members; its `err`."""
+    assert answer.headers["content-type"] == figure["headers"]["Content-Type"]
+    assert answer.headers["content-language"] == figure["headers"]["Content-Language"]
+    document = answer.json()
+    assert set(document) == set(figure["body"]), document
+    assert isinstance(document["description"], str) and document["description"]
+    return str(document["err"])
 
 
 def test_rfc8935_push_examples(world: tuple[RunningEdge, RecordingReceiver, Settings],
                                idp: Idp) -> None:
+    """Figure 1's request, as printed and then with stand-ins for its SET, draws each error
+    figure (3, 4, 5) and every code of Table 1 from the push endpoint, then Figure 2."""
+    edge, _, settings = world
+    figure1, figure2, figure3, figure4, figure5 = (example(RFC8935[f"Figure {n}"])
+                                                   for n in range(1, 6))
+    # Figure 1's headers and body as printed, sent to the edge's push endpoint instead of
+    # its target (`/Events` of notify.rp.example.com)
+    headers = {k: v for k, v in figure1["headers"].items() if k != "Host"}
+    codes: set[str] = set()
+
+    def push(body: str, token: str | None = PUSH_TOKEN) -> httpx.Response:
+        sent = headers if token is None else {**headers, **bearer(token)}
+        return httpx.post(f"{edge.url}/ssf/push", content=body, headers=sent, timeout=10)
+
+    def refused(answer: httpx.Response, figure: dict[str, Any]) -> str:
+        assert answer.status_code == figure["status"], answer.text
+        codes.add(error_answer(answer, figure))
+        return str(answer.json()["err"])
+
+    # Figure 1 carries no credentials: the edge answers with Figure 4's error (its headers and
+    # members, `authentication_failed`), but as 401 with a Bearer challenge, not Figure 4's
+    # 400: which transmitter is calling is HTTP authentication (RFC 8935 §3, RFC 7235 §3.1,
+    # RFC 6750 §3), an error RFC 8935 §2.3 answers "with the applicable HTTP Status Code";
+    # 400 is for the SET itself (README, Push endpoint). Likewise for a token that is not ours.
+    for token in (None, "an-expired-or-unknown-token"):
+        answer = push(figure1["body_text"], token)
+        assert answer.status_code == 401 and figure4["status"] == 400
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+        codes.add(error_answer(answer, figure4))
+        assert answer.json()["err"] == figure4["body"]["err"]
+
+    # With our transmitter's token, the figure's own SET is refused, 400 in the shape of
+    # Figure 3: it is HS256, a shared-secret algorithm never accepted for SETs (and of
+    # https://idp.example.com/, an issuer the edge does not trust)
+    assert refused(push(figure1["body_text"]), figure3) == "invalid_key"
+    # and cut short (no signature part), it cannot be parsed as a SET (Table 1)
+    cut = figure1["body_text"].rsplit(".", 1)[0]
+    assert refused(push(cut), figure3) == "invalid_request"
+
+    subject = {"format": "email", "email": "figure@example.com"}
+    # Figure 3: a key the edge does not know, with the figure's key ID
+    stranger = generate_jwk("RS256", kid="12345")
+    unknown_key = sign_set(idp.claims(subject), private_key(stranger), kid="12345")
+    assert refused(push(unknown_key), figure3) == figure3["body"]["err"]
+    # Figure 5 (its body): a SET of the issuer the figure names, unknown to the edge
+    assert refused(push(idp.sign(idp.claims(subject, iss=FIGURE5_ISSUER))),
+                   figure5) == figure5["body"]["err"]
+    # Figure 5 (its caption, access_denied): a transmitter that may send only the SETs of
+    # Figure 5's issuer sends one of another (trusted) issuer
+    assert refused(push(idp.sign(idp.claims(subject)), FIGURE5_TOKEN), figure5) == "access_denied"
+    # the one code of Table 1 no figure shows
+    assert refused(push(idp.sign(idp.claims(subject, aud="https://elsewhere.example"))),
+                   figure3) == "invalid_audience"
+    table = example(RFC8935["Table 1"])["table"]
+    assert [row["error_code"] for row in table] == [code.value for code in ErrorCode]
+    assert codes == {row["error_code"] for row in table}  # every code, from the push endpoint
+    assert topic_size(settings.bootstrap or "", settings.topic_security_events) == 0
+
+    # Figure 2: Figure 1's request (its headers, our token) with, in place of the figure's
+    # SET, one our trusted IdP signed with the figure's event (RISC account-disabled, reason
+    # hijacking) about the figure's subject (iss_sub, in `sub_id` as RISC 1.0 carries it)
+    claims = jwt.decode(figure1["body_text"], options={"verify_signature": False})
+    (event_type, event), = claims["events"].items()
+    legacy = event.pop("subject")
+    stand_in = idp.sign(idp.claims({"format": "iss_sub", "iss": legacy["iss"],
+                                    "sub": legacy["sub"]}, event_type, event))
+    for _ in range(2):  # RFC 8935 §2: a SET sent again is answered as the first time
+        accepted = push(stand_in)
+        assert accepted.status_code == figure2["status"], accepted.text
+        assert accepted.content == b""  # §2.2: the body MUST be empty
+    assert topic_size(settings.bootstrap or "", settings.topic_security_events) == 1
+
+
+def b64url_json(part: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def test_rfc8936_poll_examples(world: tuple[RunningEdge, RecordingReceiver, Settings]) -> None:
+    """Each request figure is sent to a poll stream of the edge, in the RFC's order: poll
+    (Figures 1, 2), receive SETs (Figure 6), acknowledge them (Figures 3, 4, 5), receive none
+    (Figure 7), and a broken request (Figure 8). The `jti`s the acknowledging figures name are
+    those of Figure 6; each is replaced by the `jti` of the SET the edge handed out in its
+    place (in order), and the figures' requests get our receiver's bearer token."""
     edge, _, _ = world
-    figure1 = example("rfc8935-draft-2.2-figure1-post-request.json")
-    headers = dict(figure1["headers"])
-    refused = httpx.post(f"{edge.url}/ssf/push", content=figure1["body_text"],
-                         headers=headers, timeout=10)
-    assert refused.status_code == 401  # the example's bearer token is not ours
-    headers["Authorization"] = f"Bearer {PUSH_TOKEN}"
-    answer = httpx.post(f"{edge.url}/ssf/push", content=figure1["body_text"],
-                        headers=headers, timeout=10)
-    figure3 = example("rfc8935-draft-2.2-figure3-error-response.json")
-    assert answer.status_code == figure3["status"]
-    assert set(answer.json()) == set(figure3["body"])
-    # {"alg":"none"}: no `typ: secevent+jwt` (checked first), and alg none is never accepted
-    assert answer.json()["err"] == "invalid_request"
-    assert "typ" in answer.json()["description"]
-    accepted = httpx.post(f"{edge.url}/ssf/push", headers=headers, timeout=10,
-                          content=idp.sign(idp.claims({"format": "email",
-                                                       "email": "fig2@example.com"})))
-    figure2 = example("rfc8935-draft-2.2-figure2-accepted.json")
-    assert accepted.status_code == figure2["status"] and accepted.content == b""
+    figure6, figure7, figure8 = (example(RFC8936[f"Figure {n}"]) for n in (6, 7, 8))
+    created = httpx.post(f"{edge.url}/ssf/stream", headers=bearer(RP_TOKEN), json={},
+                         timeout=10).json()
+    sid, url = created["stream_id"], created["delivery"]["endpoint_url"]
+    assert created["delivery"]["method"] == POLL
+    keys = jwt.PyJWKSet.from_dict(httpx.get(f"{edge.url}/ssf/jwks.json", timeout=10).json())
+
+    def send(figure: int, jtis: dict[str, str] | None = None,
+             token: str | None = RP_TOKEN) -> httpx.Response:
+        request = example(RFC8936[f"Figure {figure}"])
+        headers = {k: v for k, v in request["headers"].items() if k != "Host"}
+        if token is not None:
+            headers.update(bearer(token))
+        body = json.dumps(substituted(request["body"], **(jtis or {})))
+        return httpx.post(url, content=body, headers=headers, timeout=10)
+
+    def queue_sets(count: int) -> None:
+        for n in range(count):  # verification SETs (SSF §8.1.4): queued as the request returns
+            assert httpx.post(f"{edge.url}/ssf/verify", headers=bearer(RP_TOKEN), timeout=10,
+                              json={"stream_id": sid, "state": f"s{n}"}).status_code == 204
+
+    def no_sets(answer: httpx.Response, more: bool = False) -> None:
+        assert answer.status_code == figure7["status"], answer.text
+        assert answer.headers["content-type"] == figure7["headers"]["Content-Type"]
+        body = answer.json()
+        assert set(figure7["body"]) <= set(body) <= {"sets", "moreAvailable"}
+        assert body["sets"] == figure7["body"]["sets"] == {}
+        assert body.get("moreAvailable", False) is more  # §2.3: omitted means false
+
+    def handed_out(answer: httpx.Response) -> dict[str, str]:
+        """A Figure 6 answer: its SETs are the edge's, each under its own `jti`; returns the
+        figure's `jti`s mapped to those handed out in their place."""
+        assert answer.status_code == figure6["status"], answer.text
+        assert answer.headers["content-type"] == figure6["headers"]["Content-Type"]
+        body = answer.json()
+        assert set(figure6["body"]) <= set(body) <= {"sets", "moreAvailable"}
+        assert len(body["sets"]) == len(figure6["body"]["sets"]) == 2
+        for jti, token in body["sets"].items():
+            header = jwt.get_unverified_header(token)
+            assert header["typ"] == "secevent+jwt"
+            claims = jwt.decode(token, keys[header["kid"]].key, algorithms=[header["alg"]],
+                                audience=RP_AUDIENCE)
+            assert claims["jti"] == jti and claims["sub_id"] == {"format": "opaque", "id": sid}
+        return dict(zip(figure6["body"]["sets"], body["sets"], strict=True))
+
+    def settled(jtis: dict[str, str]) -> bool:
+        queue = edge.edge.delivery.polls[sid]
+        return not set(jtis.values()) & {*queue.waiting, *queue.outstanding}
+
+    # the figure's SETs are unsecured JWTs ({"alg":"none"}, kept as printed), each under its
+    # own jti
+    for jti, token in figure6["body"]["sets"].items():
+        header, payload, signature = token.split(".")
+        assert b64url_json(header) == {"alg": "none"} and signature == ""
+        assert b64url_json(payload)["jti"] == jti
+
+    # as printed, with no credentials, the poll endpoint refuses (RFC 8936 §3: a challenge)
+    anonymous = send(1, token=None)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+
+    started = time.monotonic()
+    no_sets(send(1))  # Figure 1, nothing queued: Figure 7 at once (returnImmediately)
+    assert time.monotonic() - started < LONG_POLL
+    started = time.monotonic()
+    no_sets(send(2))  # Figure 2, nothing queued: a long poll, then Figure 7
+    assert LONG_POLL <= time.monotonic() - started < LONG_POLL + 9
+
+    queue_sets(2)
+    first = handed_out(send(1))  # Figure 1 -> Figure 6
+    queue_sets(1)
+    # Figure 3: acknowledges Figure 6's SETs; maxEvents 0 hands out nothing, though one waits
+    no_sets(send(3, first), more=True)
+    assert settled(first)
+
+    queue_sets(1)
+    second = handed_out(send(2))  # Figure 2 with SETs waiting -> Figure 6 at once
+    started = time.monotonic()
+    no_sets(send(4, second))  # Figure 4: acknowledged, then a long poll that ends empty
+    assert LONG_POLL <= time.monotonic() - started < LONG_POLL + 9
+    assert settled(second)
+
+    queue_sets(2)
+    third = handed_out(send(1))
+    no_sets(send(5, third))  # Figure 5: one acknowledged, one reported with its error
+    assert settled(third)
+    figure5 = example(RFC8936["Figure 5"])["body"]
+    ((errored, err),) = figure5["setErrs"].items()
+    rejected = edge.edge.delivery.polls[sid].rejected
+    assert rejected[third[errored]] == (err["err"], err["description"])
+    assert figure5["ack"] == [jti for jti in third if jti != errored]
+    assert third[figure5["ack"][0]] not in rejected
+
+    # Figure 8: an invalid poll request (the body is undefined and ignored, §2.5.1)
+    for invalid in (b"{\"maxEvents\": -1}", b"{\"returnImmediately\": \"yes\"}",
+                    b"{\"ack\": \"4d3559ec67504aaba65d40b0363faad8\"}", b"not json"):
+        answer = httpx.post(url, content=invalid, timeout=10, headers={
+            "Content-Type": "application/json", **bearer(RP_TOKEN)})
+        assert answer.status_code == figure8["status"], invalid
