@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 # The dashboard test drives Debian's Chromium headless (packages chromium, chromium-driver).
 CHROMEDRIVER := /usr/bin/chromedriver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# pytest-xdist processes for `make test`, each with its own embedded broker; whole files stay
+# on one process (--dist loadfile) so a module's broker fixtures are shared as written.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint typecheck schemas clean chaos bench
 
@@ -29,7 +32,7 @@ $(CHROMEDRIVER):
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
 
 test: lint typecheck $(CHROMEDRIVER)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # Release profile: the crash tests ten times over (a takeover race shows only in some runs).
 chaos: $(STAMP)
