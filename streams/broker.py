@@ -65,8 +65,11 @@ def free_port() -> int:
 
 
 def ensure_port_free(port: int) -> None:
-    """Tansu prints "listening on" and then panics on a taken port, so check first."""
+    """Tansu prints "listening on" and then panics on a taken port, so check first. Bound as
+    Tansu binds (SO_REUSEADDR): a stopped broker's connections in TIME_WAIT own no port, and a
+    broker restarted on its port must not wait a minute for them."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:

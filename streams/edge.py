@@ -73,7 +73,9 @@ class Edge:
         idempotence = settings.idempotence_for(embedded)
         self.sink = DurableSink(bootstrap, idempotence=idempotence,
                                 max_in_flight=settings.edge_max_in_flight,
-                                timeout=settings.edge_produce_timeout_seconds)
+                                timeout=settings.edge_produce_timeout_seconds,
+                                partitions=settings.topic_partitions,
+                                replication=settings.topic_replication_factor)
         self.push = PushEndpoint(verifier=verifier, clients=self.clients, sink=self.sink,
                                  topic=settings.topic_security_events,
                                  max_bytes=settings.max_set_bytes,

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from caep.errors import BrokerError
 from caep.settings import Settings
 from caep.ssf.auth import token_hash
-from streams.broker import free_port
+from streams.broker import EmbeddedBroker, ensure_port_free, free_port
 from streams.edge import Edge
 from streams.edge_server import serving
 from tests.conftest import AUDIENCE, ISSUER
@@ -184,3 +186,32 @@ def topic_size(bootstrap: str, topic: str) -> int:
             await consumer.stop()
 
     return asyncio.run(run())
+
+
+def observe(condition: Callable[[], bool], within: float, what: str) -> None:
+    """Wait (polling) until `condition` holds; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def broker_restarted(port: int, within: float = 15.0) -> Iterator[EmbeddedBroker]:
+    """A new embedded broker on a stopped one's port: empty, as Tansu keeps nothing on disk.
+    Started once the port is free (observed) and ready once it answers metadata."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            ensure_port_free(port)
+            break
+        except BrokerError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"port {port} still taken {within} s after the broker "
+                                     "stopped") from None
+            time.sleep(0.05)
+    broker = EmbeddedBroker(port=port).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

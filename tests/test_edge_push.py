@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.edge_support import (
     PUSH_TOKEN,
     bearer,
     edge_settings,
+    observe,
     running_edge,
     topic_size,
     write_edge_file,
@@ -107,15 +109,18 @@ def test_a_transmitter_may_send_only_its_own_issuers(
     assert answer.json()["err"] == "access_denied"
 
 
-def test_broker_gone_answers_503_then_429_never_202(idp: Idp, tmp_path: Path) -> None:
-    """Bounded: records the broker never acknowledged stay counted, so once `max_in_flight`
-    of them are pending the endpoint refuses at once with 429 instead of buffering more."""
+def test_broker_gone_answers_503_or_429_never_202(idp: Idp, tmp_path: Path) -> None:
+    """Bounded: records handed to the producer and not yet settled are counted, so once
+    `max_in_flight` of them are pending the endpoint refuses at once with 429 instead of
+    buffering more. Those answered 503 the producer gives up too, and while the broker stays
+    away a later push is refused at once (503) without being handed to the producer."""
     broker = EmbeddedBroker().start()
     try:
         settings = edge_settings(broker.bootstrap, idp.trust_file, tmp_path,
-                                 edge_max_in_flight=2, edge_produce_timeout_seconds=1.0,
+                                 edge_max_in_flight=2, edge_produce_timeout_seconds=2.0,
                                  edge_retry_after_seconds=7)
         with running_edge(settings) as edge:
+            sink = edge.edge.sink
             warm = push(edge.url, idp.sign(idp.claims({"format": "email",
                                                        "email": "warm@example.com"})))
             assert warm.status_code == 202
@@ -123,13 +128,20 @@ def test_broker_gone_answers_503_then_429_never_202(idp: Idp, tmp_path: Path) ->
             tokens = [idp.sign(idp.claims({"format": "email", "email": f"u{i}@example.com"}))
                       for i in range(2)]
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                unavailable = list(pool.map(lambda t: push(edge.url, t), tokens))
-            assert [a.status_code for a in unavailable] == [503, 503]
-            assert all(a.headers["retry-after"] == "7" for a in unavailable)
-            saturated = push(edge.url, idp.sign(idp.claims({"format": "email",
-                                                            "email": "late@example.com"})))
+                waiting = [pool.submit(push, edge.url, t) for t in tokens]
+                observe(lambda: sink.in_flight == 2, 5, "both records handed to the producer")
+                saturated = push(edge.url, idp.sign(idp.claims({"format": "email",
+                                                                "email": "late@example.com"})))
+                unavailable = [w.result() for w in waiting]
             assert saturated.status_code == 429
             assert saturated.headers["retry-after"] == "7"
-            assert edge.edge.sink.in_flight == 2
+            assert [a.status_code for a in unavailable] == [503, 503]
+            assert all(a.headers["retry-after"] == "7" for a in unavailable)
+            observe(lambda: sink.in_flight == 0, 5, "the producer gives up what was refused")
+            sent = time.monotonic()
+            again = push(edge.url, tokens[0])
+            assert again.status_code == 503 and again.headers["retry-after"] == "7"
+            assert time.monotonic() - sent < settings.edge_produce_timeout_seconds
+            assert sink.in_flight == 0
     finally:
         broker.stop()
