@@ -178,6 +178,27 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         for future in futures:
             await future
 
+    async def store_all(table: Any, writes: list[tuple[Any, bytes, bytes | None]]) -> None:
+        """Apply a batch's table writes ((event, key, value or None to delete)) and wait until
+        their changelog records are on the broker.
+
+        All are sent at once; then the last record of each changelog partition is sent once
+        more, alone. Tansu answers a partition's end offset as one past the first record of
+        its last batch, and faust restores a table only up to there: a last batch of one
+        record (a repeat of the key's latest value, harmless on a compacted topic) makes that
+        end exact. A crash between the two steps leaves the batch unacknowledged, so its
+        inputs are read again and re-applied to whatever was restored."""
+        if not writes:
+            return
+        last: dict[int, tuple[Any, bytes, bytes | None]] = {}
+        sends = []
+        for event, key, value in writes:
+            sends.append(_store(table, event, key, value))
+            last[event.message.partition] = (event, key, value)
+        await settle(sends)
+        await settle([_changelog_send(table, event.message.partition, key, value)
+                      for event, key, value in last.values()])
+
     def taken_within_window(pair: bytes) -> bool:
         """Whether the pair was taken in less than the replay window ago: a pair past it
         counts as forgotten even before the partition's next batch prunes it."""
@@ -228,14 +249,16 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
             # Remembered only once their inputs are on the broker: a crash before this point
             # replays the SETs, and the evaluation's own idempotence absorbs the second copies.
             now = time.time()
+            writes: list[tuple[Any, bytes, bytes | None]] = []
             for event, pair in taken:
-                with _writing_for(event):
-                    partition = event.message.partition
-                    seen = Seen(at=now, partition=partition)
-                    taken_in[pair] = seen.to_bytes()
-                    expiry.add(pair, seen)
-                    for old in expiry.due(partition, now):
-                        taken_in.pop(old, None)
+                partition = event.message.partition
+                seen = Seen(at=now, partition=partition)
+                writes.append((event, pair, seen.to_bytes()))
+                expiry.add(pair, seen)
+                with _writing_for(event):  # a RocksDB store looks in the event's partition
+                    gone = [old for old in expiry.due(partition, now) if old in taken_in.data]
+                writes += [(event, old, None) for old in gone]
+            await store_all(taken_in, writes)
             # take_events acknowledges the batch's records once this body returns
 
     @app.agent(activity_topic, concurrency=1)
@@ -318,11 +341,8 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
             await settle(sends)
             # The new states' changelog records must be on the broker before the batch is
             # acknowledged, so a crash can lose no state whose input is not replayed.
-            # One record per request: Tansu answers a partition's end offset as one past the
-            # first record of its last batch, and faust restores a table only up to there, so
-            # a multi-record batch ending a changelog partition would come back short.
-            for key, (event, _before, after) in states.items():
-                await settle([_store(subjects, event, key, after.to_bytes())])
+            await store_all(subjects, [(event, key, after.to_bytes())
+                                       for key, (event, _before, after) in states.items()])
             for _event, before, after in states.values():
                 board.evaluated(before, after)
             for decisions, elapsed, arrived in made:
@@ -464,15 +484,23 @@ async def _batches(stream: faust.StreamT[bytes], records: int,
                     event.message.acked = True
 
 
-def _store(table: Any, event: Any, key: bytes, value: bytes) -> Awaitable[Any]:
-    """`table[key] = value` for `event`'s partition; returns the changelog send, to be settled
-    like any other effect. faust's own `__setitem__` queues the record behind a buffer that is
-    drained one record at a time and gives no handle on it, and `producer.flush()` can wait
-    out a 100 ms timer for nothing, per call."""
+def _store(table: Any, event: Any, key: bytes, value: bytes | None) -> Awaitable[Any]:
+    """`table[key] = value` (or `del table[key]` for None) for `event`'s partition; returns
+    the changelog send, to be settled like any other effect. faust's own `__setitem__` queues
+    the record behind a buffer that is drained one record at a time and gives no handle on
+    it, and `producer.flush()` can wait out a 100 ms timer for nothing, per call."""
     with _writing_for(event):
-        table.data[key] = value
+        if value is None:
+            table.data.pop(key, None)
+        else:
+            table.data[key] = value
+    return _changelog_send(table, event.message.partition, key, value)
+
+
+def _changelog_send(table: Any, partition: int, key: bytes,
+                    value: bytes | None) -> Awaitable[Any]:
     sent: Awaitable[Any] = table.changelog_topic.send(
-        key=key, value=value, partition=event.message.partition,
-        key_serializer=table.key_serializer, value_serializer=table.value_serializer,
+        key=key, value=value, partition=partition, key_serializer=table.key_serializer,
+        value_serializer="raw" if value is None else table.value_serializer,
         callback=table._on_changelog_sent)  # lets a RocksDB store know what is persisted
     return sent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import subprocess
 import sys
@@ -26,6 +27,13 @@ WEB_LINE = "caep: web "  # followed by the base URL of the dashboard and /metric
 
 class EngineWorker(Worker):
     """A faust worker that says on stdout when it holds its partitions and can process."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        """No terminal spinner. At WARNING and above faust would spin one for every log record
+        and lower the root logger to DEBUG to feed it, so every debug line of faust and aiokafka
+        (several per record sent) was built and handled: a third of a worker's CPU."""
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
