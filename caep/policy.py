@@ -7,18 +7,18 @@ unknown member, action or event name is a `ConfigError` naming where it is.
 from __future__ import annotations
 
 import functools
-import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from caep.decisions import Action
 from caep.errors import ConfigError
 from caep.events import EVENT_MODELS
+from caep.tomlfiles import parse_toml
 
 TIME_EVENTS = frozenset({"elevation-expired", "idle-timeout", "absolute-lifetime"})
 ACTIVITY_EVENTS = frozenset({"activity:established", "activity:presented", "activity:ended"})
@@ -179,22 +179,7 @@ def _same_json_type(default: object, value: object) -> bool:
 
 
 def parse_policy(text: str, origin: str = "policy") -> Policy:
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{origin} is not valid TOML: {exc}") from None
-    except RecursionError:
-        raise ConfigError(f"{origin} nests too deeply") from None
-    try:
-        return Policy.model_validate(raw)
-    except RecursionError:
-        raise ConfigError(f"{origin} nests too deeply") from None
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-            for err in exc.errors()[:5]
-        )
-        raise ConfigError(f"{origin}: {problems}") from None
+    return parse_toml(text, Policy, origin, max_problems=5)
 
 
 def default_policy_text() -> str:

@@ -16,7 +16,6 @@ Relative `jwks_file` paths are resolved against the trust file's directory.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,13 +30,13 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from caep.errors import ConfigError
 from caep.signatures import SignatureCheck, signature_check
+from caep.tomlfiles import load_toml
 
 #: Algorithms never accepted, whatever a trust file says: unsigned and shared-secret JWS.
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
@@ -209,19 +208,7 @@ class TrustStore:
         cls, path: Path, fetch: Callable[[IssuerConfig], Any] | None = None
     ) -> TrustStore:
         """Load and check the whole trust file; `jwks_uri` keys are fetched now (`fetch`)."""
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read trust file {path}: {exc.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"trust file {path} is not valid TOML: {exc}") from None
-        try:
-            parsed = TrustFile.model_validate(raw)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-            )
-            raise ConfigError(f"trust file {path}: {problems}") from None
+        parsed = load_toml(path, TrustFile, "trust file")
         seen: set[str] = set()
         issuers = []
         for config in parsed.issuer:

@@ -24,8 +24,9 @@ import math
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError
+
+from streams.topics import ensure_topics
 
 
 class Saturated(Exception):
@@ -112,17 +113,6 @@ class DurableSink:
         async with self._checking:
             if topic in self._present:
                 return
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
-                                        client_id="caep-edge-admin",
-                                        request_timeout_ms=max(1000, int(self.timeout * 1000)))
-            try:
-                await admin.start()
-                if topic not in await admin.list_topics():
-                    with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile
-                        await admin.create_topics([NewTopic(
-                            topic, num_partitions=self.partitions,
-                            replication_factor=self.replication)])
-            finally:
-                with contextlib.suppress(KafkaError, OSError):
-                    await admin.close()
+            await ensure_topics(self.bootstrap, [topic], self.partitions, self.replication,
+                                request_timeout_ms=max(1000, int(self.timeout * 1000)))
             self._present.add(topic)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from caep.settings import Settings
 
@@ -29,12 +29,13 @@ def compacted_topics(settings: Settings) -> set[str]:
 
 async def ensure_topics(
     bootstrap: str, names: list[str], partitions: int, replication: int = 1,
-    compacted: set[str] | None = None,
+    compacted: set[str] | None = None, *, request_timeout_ms: int = 40000,
 ) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="caep-admin")
-    await admin.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="caep-admin",
+                                request_timeout_ms=request_timeout_ms)
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [name for name in names if name not in existing]
         if missing:
@@ -46,4 +47,5 @@ async def ensure_topics(
                      for name in missing]
                 )
     finally:
-        await admin.close()
+        with contextlib.suppress(KafkaError, OSError):  # never hide why it failed
+            await admin.close()

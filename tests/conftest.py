@@ -180,6 +180,11 @@ def collect(bootstrap: str, topic: str, until: Callable[[list[dict[str, Any]]], 
     return asyncio.run(run())
 
 
+def observe(condition: Callable[[], bool], within: float, what: str) -> None:
+    """`until` for code with no event loop of its own."""
+    asyncio.run(until(condition, within, what))
+
+
 async def until(condition: Callable[[], bool], within: float, what: str) -> float:
     """Observe `condition` (polling), returning how long it took; fail after `within` s."""
     started = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,14 +186,6 @@ def topic_size(bootstrap: str, topic: str) -> int:
             await consumer.stop()
 
     return asyncio.run(run())
-
-
-def observe(condition: Callable[[], bool], within: float, what: str) -> None:
-    """Wait (polling) until `condition` holds; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
-        time.sleep(0.01)
 
 
 @contextlib.contextmanager

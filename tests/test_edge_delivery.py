@@ -16,7 +16,7 @@ import orjson
 
 from caep.settings import Settings
 from streams.kafka_io import publish
-from tests.conftest import Idp, until
+from tests.conftest import Idp, observe
 from tests.edge_support import (
     RP_TOKEN,
     RecordingReceiver,
@@ -74,10 +74,6 @@ def poll(edge: RunningEdge, stream_id: str, body: dict[str, Any],
     return document
 
 
-def wait_for(condition: Any, within: float, what: str) -> None:
-    asyncio.run(until(condition, within, what))
-
-
 def test_push_sends_each_decision_as_a_verifiable_caep_set(
     bootstrap: str, idp: Idp, tmp_path: Path
 ) -> None:
@@ -96,7 +92,7 @@ def test_push_sends_each_decision_as_a_verifiable_caep_set(
                 decision(ALICE, "notify"),
                 decision(ALICE, "revoke_session", enforced=False))
         delivery = edge.edge.delivery
-        wait_for(lambda: delivery.decisions_read >= 6 and not delivery.lanes, 15,
+        observe(lambda: delivery.decisions_read >= 6 and not delivery.lanes, 15,
                  "six decisions read, every push lane idle")
         verifier = edge_verifier(edge.url)
     assert len(receiver.received) == 4  # notify and monitor-mode decisions are not sent
@@ -130,7 +126,7 @@ def test_failed_pushes_are_retried_and_one_subjects_order_is_kept(
         create_stream(edge, {"delivery": {"method": PUSH, "endpoint_url": receiver.url}})
         alice = [decision(ALICE, "revoke_session", session_id=f"s{i}") for i in range(4)]
         produce(settings, *alice, decision(BOB, "revoke_subject", session_id=None))
-        wait_for(lambda: len(receiver.received) >= 5, 20,
+        observe(lambda: len(receiver.received) >= 5, 20,
                  f"five SETs pushed ({receiver.attempts} attempts, {receiver.received!r:.60})")
     assert receiver.failed == 3
     sessions = [claims(t)["sub_id"]["session"]["id"] for t in receiver.received
@@ -147,19 +143,19 @@ def test_paused_holds_disabled_drops_and_status_changes_are_announced(
         stream_id = create_stream(edge, {"delivery": {"method": PUSH,
                                                       "endpoint_url": receiver.url}})
         set_status(edge, stream_id, "paused")
-        wait_for(lambda: len(receiver.received) >= 1, 10, "stream-updated (paused)")
+        observe(lambda: len(receiver.received) >= 1, 10, "stream-updated (paused)")
         delivery = edge.edge.delivery
         produce(settings, decision(ALICE, "revoke_session", session_id="held"))
-        wait_for(lambda: delivery.decisions_read >= 1, 10, "the decision read")
+        observe(lambda: delivery.decisions_read >= 1, 10, "the decision read")
         assert len(delivery.held[stream_id]) == 1  # held, not pushed
         assert event_types(receiver.received) == [SSF + "stream-updated"]
         set_status(edge, stream_id, "enabled")
-        wait_for(lambda: len(receiver.received) >= 3, 10, "enabled, then the held SET")
+        observe(lambda: len(receiver.received) >= 3, 10, "enabled, then the held SET")
         set_status(edge, stream_id, "disabled")
-        wait_for(lambda: len(receiver.received) >= 4, 10, "stream-updated (disabled)")
+        observe(lambda: len(receiver.received) >= 4, 10, "stream-updated (disabled)")
         produce(settings, decision(ALICE, "revoke_session", session_id="dropped"))
-        wait_for(lambda: delivery.decisions_read >= 2, 10, "the second decision read")
-        wait_for(lambda: not delivery.lanes, 5, "every push lane idle")
+        observe(lambda: delivery.decisions_read >= 2, 10, "the second decision read")
+        observe(lambda: not delivery.lanes, 5, "every push lane idle")
         assert stream_id not in delivery.held
         verifier = edge_verifier(edge.url)
     assert event_types(receiver.received) == [
@@ -187,16 +183,16 @@ def test_verification_echoes_state_and_removed_subjects_get_nothing(
         answer = httpx.post(f"{edge.url}/ssf/verify", headers=bearer(RP_TOKEN), timeout=10,
                             json={"stream_id": stream_id, "state": "VGhpcyBpcyBhbiBleGFtcGxl"})
         assert answer.status_code == 204
-        wait_for(lambda: len(receiver.received) >= 1, 10, "verification SET")
+        observe(lambda: len(receiver.received) >= 1, 10, "verification SET")
         removed = httpx.post(f"{edge.url}/ssf/subjects:remove", headers=bearer(RP_TOKEN),
                              json={"stream_id": stream_id, "subject": BOB}, timeout=10)
         assert removed.status_code == 204
         produce(settings, decision(BOB, "revoke_subject", session_id=None),
                 decision(ALICE, "step_up", required_acr="urn:acr:mfa"),
                 decision(ALICE, "revoke_session", session_id="last"))
-        wait_for(lambda: len(receiver.received) >= 2, 10, "alice's revocation")
+        observe(lambda: len(receiver.received) >= 2, 10, "alice's revocation")
         delivery = edge.edge.delivery
-        wait_for(lambda: delivery.decisions_read >= 3 and not delivery.lanes, 10,
+        observe(lambda: delivery.decisions_read >= 3 and not delivery.lanes, 10,
                  "all three decisions read, every push lane idle")
         verifier = edge_verifier(edge.url)
     first = verifier.verify(receiver.received[0])
@@ -217,7 +213,7 @@ def test_poll_delivery_with_max_events_ack_set_errs_and_long_poll(
             "sets": {}, "moreAvailable": False}
         produce(settings, *[decision(ALICE, "revoke_session", session_id=f"p{i}")
                             for i in range(3)])
-        wait_for(lambda: len(edge.edge.delivery.polls.get(stream_id, ())) >= 3, 10,
+        observe(lambda: len(edge.edge.delivery.polls.get(stream_id, ())) >= 3, 10,
                  "three SETs queued for polling")
         first = poll(edge, stream_id, {"maxEvents": 2, "returnImmediately": True})
         assert len(first["sets"]) == 2 and first["moreAvailable"] is True
@@ -256,7 +252,7 @@ def test_a_paused_poll_stream_hands_out_nothing_but_its_status_changes(
     with running_edge(settings) as edge:
         stream_id = create_stream(edge, {})
         produce(settings, decision(ALICE, "revoke_session", session_id="queued"))
-        wait_for(lambda: len(edge.edge.delivery.polls.get(stream_id, ())) >= 1, 10,
+        observe(lambda: len(edge.edge.delivery.polls.get(stream_id, ())) >= 1, 10,
                  "one SET queued for polling")
         set_status(edge, stream_id, "paused")
         paused = poll(edge, stream_id, {"returnImmediately": True})
@@ -282,18 +278,18 @@ def test_sets_not_yet_settled_are_sent_again_after_a_restart(
             create_stream(edge, {"delivery": {"method": PUSH, "endpoint_url": receiver.url}})
             polled_id = create_stream(edge, {})
             produce(settings, decision(ALICE, "revoke_session", session_id="restart"))
-            wait_for(lambda: receiver.attempts >= 1, 10, "a (failing) push attempt")
+            observe(lambda: receiver.attempts >= 1, 10, "a (failing) push attempt")
             first_poll = poll(edge, polled_id, {"returnImmediately": False})
             (polled_jti,) = first_poll["sets"]  # handed out, never acknowledged
         pushed_jti = claims(receiver.attempted[0])["jti"]
         receiver.fail_first = 0
         with running_edge(settings) as edge:
-            wait_for(lambda: len(receiver.received) >= 1, 10, "the push, after the restart")
+            observe(lambda: len(receiver.received) >= 1, 10, "the push, after the restart")
             again = poll(edge, polled_id, {"returnImmediately": False})
             assert list(again["sets"]) == [polled_jti]
             poll(edge, polled_id, {"ack": [polled_jti], "maxEvents": 0})
             committed = edge.edge.delivery.offsets
-            wait_for(lambda: committed.outstanding() == 0, 5, "everything settled")
+            observe(lambda: committed.outstanding() == 0, 5, "everything settled")
             time.sleep(0.7)  # the consumer commits on its next round (500 ms)
         with running_edge(settings) as edge:
             time.sleep(0.7)  # a decision read again would be queued by now

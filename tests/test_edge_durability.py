@@ -22,13 +22,20 @@ import httpx
 
 from streams.broker import EmbeddedBroker
 from streams.kafka_io import watch
-from tests.conftest import SESSION_REVOKED, Idp, Topics, collect, start_worker, stop_worker
+from tests.conftest import (
+    SESSION_REVOKED,
+    Idp,
+    Topics,
+    collect,
+    observe,
+    start_worker,
+    stop_worker,
+)
 from tests.edge_support import (
     PUSH_TOKEN,
     bearer,
     broker_restarted,
     edge_settings,
-    observe,
     running_edge,
 )
 

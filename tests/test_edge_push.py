@@ -14,12 +14,11 @@ from caep.evaluation import partition_key
 from caep.keys import generate_jwk, private_key
 from caep.subjects import parse_subject, subject_key
 from streams.broker import EmbeddedBroker
-from tests.conftest import Idp, collect
+from tests.conftest import Idp, collect, observe
 from tests.edge_support import (
     PUSH_TOKEN,
     bearer,
     edge_settings,
-    observe,
     running_edge,
     topic_size,
     write_edge_file,

@@ -37,16 +37,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import jwt
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from caep.errors import ConfigError
+from caep.tomlfiles import load_toml
 from caep.trust import FORBIDDEN_ALGORITHMS
 
 SCOPE_MANAGE = "ssf.manage"
@@ -207,18 +207,7 @@ class EdgeClients(BaseModel):
 
     @classmethod
     def from_file(cls, path: Path) -> EdgeClients:
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read edge file {path}: {exc.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"edge file {path} is not valid TOML: {exc}") from None
-        try:
-            clients = cls.model_validate(raw)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-            raise ConfigError(f"edge file {path}: {problems}") from None
+        clients = load_toml(path, cls, "edge file")
         for server in clients.authorization_server:
             jwks = server.jwks_file if server.jwks_file.is_absolute() else \
                 path.parent / server.jwks_file
