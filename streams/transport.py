@@ -1,4 +1,4 @@
-"""faust's aiokafka transport with two changes. Brokers use it through the scheme `caep-kafka://`.
+"""faust's aiokafka transport with three changes. Brokers use it through the scheme `caep-kafka://`.
 
 - A configurable fetch max-wait. faust hard-codes `fetch_max_wait_ms=1500`. Kafka answers a
   fetch as soon as data arrives, so there it only sets how often an idle consumer polls; Tansu
@@ -11,17 +11,24 @@
   handed its successor partitions whose waiting records were silently skipped (issue 5,
   tests/test_takeover.py). Those partitions are rewound to their start instead, which is what
   `auto_offset_reset="earliest"` promises.
+- Every input partition's records reach its stream in offset order with none skipped: a
+  record fetched before a seek and handed over after it is dropped and the partition read
+  again from the record that comes next (`streams.positions`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, ClassVar
 
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from streams.positions import Positions, Verdict
+
+log = logging.getLogger("caep.transport")
 SCHEME = "caep-kafka"
 DEFAULT_FETCH_MAX_WAIT_MS = 100
 
@@ -42,12 +49,82 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             never = [tp for tp, offset in committed.items() if not offset and tp.topic in acking]
             if never:
                 await self.seek_to_beginning(*never)
+                # Where reading starts, so the consumer knows which record must come first.
+                starts = await self.earliest_offsets(*never)
+                return {**committed, **{tp: starts.get(tp, 0) for tp in never}}
         return committed
 
 
 class Consumer(faust_aiokafka.Consumer):
+    """Hands each input partition's records to its stream in offset order, none skipped
+    (see `streams.positions`)."""
+
+    _positions: Positions[TP] | None = None
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    @property
+    def positions(self) -> Positions[TP]:
+        if self._positions is None:
+            self._positions = Positions()
+        return self._positions
+
+    def _guarded(self, tps: Iterable[TP]) -> list[TP]:
+        acking = self.app.topics.acking_topics
+        return [tp for tp in tps if tp.topic in acking]
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self.positions.revoked(self._guarded(revoked))
+        await super().on_partitions_revoked(revoked)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        read = self._read_offset
+        self.positions.seeked({tp: read.get(tp) for tp in self._guarded(self.assignment())})
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        if self._guarded([partition]):
+            self.positions.seeked({partition: offset})
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:  # noqa: ASYNC109
+        positions = self.positions
+        acking = self.app.topics.acking_topics
+        rewound: set[TP] = set()
+        async for tp, message in super().getmany(timeout):
+            if tp.topic not in acking:
+                yield tp, message
+                continue
+            if tp in rewound:
+                continue
+            verdict = positions.verdict(tp, message.offset)
+            if verdict is Verdict.DELIVER:
+                yield tp, message
+            elif verdict is Verdict.REWIND:
+                rewound.add(tp)
+                await self._rewind(tp, message.offset)
+
+    async def _rewind(self, tp: TP, offset: int) -> None:
+        """A record ahead of the next one came (fetched before a seek): read again from the
+        next one, or from the first the broker still has if retention deleted it."""
+        want = self.positions.expected(tp)
+        if want is None:
+            return
+        earliest = (await self.earliest_offsets(tp)).get(tp, 0)
+        if want < earliest:
+            log.error("%s[%d]: records %d-%d were deleted before they were processed",
+                      tp.topic, tp.partition, want, earliest - 1)
+            want = earliest
+        log.info("%s[%d]: got offset %d where %d comes next (fetched before a seek): "
+                 "reading again from %d", tp.topic, tp.partition, offset,
+                 self.positions.expected(tp), want)
+        await self.seek(tp, want)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        log.warning("%s[%d]: offsets %d-%d missing from the log, counted as handled",
+                    tp.topic, tp.partition, offset_from, offset_to)
+        await super()._add_gap(tp, offset_from, offset_to)
 
 
 class Transport(faust_aiokafka.Transport):

@@ -37,7 +37,7 @@ async def _dump(bootstrap: str, topics: list[str], group: str) -> list[str]:
                     for r in records:
                         position[tp] = r.offset + 1
                         lines.append(f"{topic}[{r.partition}]@{r.offset} ts={r.timestamp} "
-                                     f"key={r.key!r} value={(r.value or b'')[:300]!r}")
+                                     f"key={r.key!r} value={(r.value or b'')!r}")
         finally:
             await reader.stop()
     return lines
