@@ -130,7 +130,10 @@ class Settings(BaseSettings):
     max_set_bytes: int = Field(
         default=65536, ge=1024, description="Largest SET accepted, in bytes."
     )
-    log_level: str = Field(default="warning", description="Worker log level.")
+    log_level: str = Field(
+        default="warning",
+        description="Worker log level; `info` adds a line per decision and per batch of input "
+        "records (topic, partition, offsets).")
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="Worker log lines: `text` for people, `json` (one object per line, with "
