@@ -92,6 +92,7 @@ class Consumer(faust_aiokafka.Consumer):
         positions = self.positions
         acking = self.app.topics.acking_topics
         rewound: set[TP] = set()
+        dropped: dict[TP, list[int]] = {}
         async for tp, message in super().getmany(timeout):
             if tp.topic not in acking:
                 yield tp, message
@@ -104,6 +105,12 @@ class Consumer(faust_aiokafka.Consumer):
             elif verdict is Verdict.REWIND:
                 rewound.add(tp)
                 await self._rewind(tp, message.offset)
+            else:
+                dropped.setdefault(tp, []).append(message.offset)
+        for tp, offsets in dropped.items():
+            log.info("%s[%d]: dropped %d record(s) at offsets %d-%d, already delivered or "
+                     "waiting for a seek (next: %s)", tp.topic, tp.partition, len(offsets),
+                     min(offsets), max(offsets), positions.expected(tp))
 
     async def _rewind(self, tp: TP, offset: int) -> None:
         """A record ahead of the next one came (fetched before a seek): read again from the
