@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import queue
 import random
 import re
 import signal
@@ -159,13 +158,7 @@ def restore(bootstrap: str, idp: harness.Idp, table: dict[bytes, bytes] | None, 
                                   CAEP_DATA_DIR=str(data_dir / app_id))
     spy = start_profile(worker.pid, within, profile_out) if profile_out is not None else None
     try:
-        while time.monotonic() - started < within:
-            try:
-                line = worker.lines.get(timeout=0.5)
-            except queue.Empty:
-                if worker.process.poll() is not None:
-                    break
-                continue
+        while (line := worker.next_line(started + within)) is not None:
             found = RESTORED.search(line)
             if found and (table is None or int(found.group(1)) > 0):
                 return {"seconds": time.monotonic() - started, "subjects": int(found.group(1)),

@@ -77,18 +77,22 @@ class WorkerProcess:
         """Seconds until the worker printed its readiness line (observed, not slept for);
         raises with its last output if it never does."""
         started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
+        while (line := self.next_line(started + timeout)) is not None:
             if line.startswith(WEB_LINE):
                 self.web = line[len(WEB_LINE):].strip()
             if READY_LINE in line:
                 return time.monotonic() - started
         raise RuntimeError("worker never became ready:\n" + "".join(self.output[-60:]))
+
+    def next_line(self, until: float) -> str | None:
+        """The worker's next output line; None once `until` (monotonic) passes or it exited."""
+        while time.monotonic() < until:
+            try:
+                return self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    return None
+        return None
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM (faust leaves the group cleanly), SIGKILL after `timeout`; the exit code."""

@@ -337,21 +337,20 @@ class Sampler:
 
     def cpu_cores(self, name: str, start: float, end: float) -> float:
         """Mean cores a process used over [start, end] (from the samples nearest)."""
-        inside = [s for s in self.samples if start <= s["t"] <= end and s.get(name)
-                  and s[name][1] is not None]
-        if len(inside) < 2:
-            return float("nan")
-        first, last = inside[0], inside[-1]
-        return round((last[name][1] - first[name][1]) / (last["t"] - first["t"]), 3)
+        return self._rate(name, 1, start, end)
 
     def waiting(self, name: str, start: float, end: float) -> float:
         """Mean threads of a process waiting for a core over [start, end]."""
+        return self._rate(name, 2, start, end)
+
+    def _rate(self, name: str, column: int, start: float, end: float) -> float:
+        """How fast a process's cumulative counter `column` grew over [start, end], per second."""
         inside = [s for s in self.samples if start <= s["t"] <= end and s.get(name)
-                  and s[name][2] is not None]
+                  and s[name][column] is not None]
         if len(inside) < 2:
             return float("nan")
         first, last = inside[0], inside[-1]
-        return round((last[name][2] - first[name][2]) / (last["t"] - first["t"]), 3)
+        return round((last[name][column] - first[name][column]) / (last["t"] - first["t"]), 3)
 
     def machine_share(self, start: float, end: float) -> float:
         inside = [s for s in self.samples if start <= s["t"] <= end]
