@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from streams.broker import EmbeddedBroker
 from streams.kafka_io import watch
@@ -173,7 +175,22 @@ def test_broker_restarted_retried_pushes_all_written_once_and_decided(
     assert all(len(each) == 1 for each in revocations.values())
     assert sorted(each[0]["session_id"] for each in revocations.values()) == sorted(
         subject["session"]["id"] for subject in subjects)
-    print(f"\nbroker down {back - started:.2f} s (restart {back - restarting:.2f} s), "
-          f"last 202 {accepted - back:.2f} s after it was back, attempts per SET "
-          f"{sorted(len(mine) for mine in attempts)}, retries refused in "
-          f"{max(a.answered - a.sent for a in retried) * 1000:.0f} ms at most")
+    figures = {
+        "sets": SETS, "broker_down_s": round(back - started, 2),
+        "restart_s": round(back - restarting, 2),
+        "last_202_after_back_s": round(accepted - back, 2),
+        "attempts_per_set": sorted(len(mine) for mine in attempts),
+        "answers_while_down": sorted({a.status for a in while_down}),
+        "accepted_while_down": sum(a.status == 202 for a in while_down),
+        "retry_refused_max_ms": round(max(a.answered - a.sent for a in retried) * 1000),
+        "written": len(written), "revocations_decided": len(revocations),
+    }
+    figures["summary"] = (
+        f"edge durability: {SETS} sets, broker down {figures['broker_down_s']} s, "
+        f"{figures['accepted_while_down']} accepted while down, {len(written)} written once, "
+        f"{len(revocations)} decided once")
+    report = Path(os.environ.get("CAEP_RESULTS_DIR") or tmp_path) / "edge-durability.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode(),
+                      encoding="utf-8")
+    print(f"\n{figures['summary']} (report {report})")
