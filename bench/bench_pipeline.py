@@ -266,9 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "worker": "faust defaults (producer linger 0 ms, max batch 16 KiB, acks=all; "
                       "consumer fetch max-wait CAEP_CONSUMER_FETCH_MAX_WAIT_MS, max poll "
                       "records unbounded), agents at concurrency 1 taking batches "
-                      "(CAEP_BATCH_MAX_*), a batch's sends awaited together, its table writes "
-                      "sent together and each changelog partition's last record once more "
-                      "alone",
+                      "(CAEP_BATCH_MAX_*), a batch's records sent as one produce batch per "
+                      "partition (streams/outbox.py) and awaited together, its table writes "
+                      "likewise and each changelog partition's last record once more alone",
             "ceiling": "aiokafka defaults (linger 0 ms, max batch 16 KiB, acks=all), "
                        "getmany up to 10,000 records, a batch's sends awaited together",
         },

@@ -9,7 +9,8 @@
     device-only events -> caep.device-index --devices (table)--> engine-input, once per subject
     anything invalid -------------------------------------------------------> caep.dead-letter
 
-Every agent runs at concurrency 1 and awaits each send before taking the next record, so an
+Every agent runs at concurrency 1 and takes records a batch at a time; a batch's effects leave
+through an outbox (`streams.outbox`) and are on the broker before the next batch is taken, so an
 offset is committed only after its effects are on the broker (faust-streaming issue 606 loses
 messages with concurrency > 1); an agent that fails stops the worker, so the partitions' next
 owner reads its unfinished batch again (see `AGENT`). The subject table is written only by the
@@ -26,7 +27,7 @@ import socket
 import tempfile
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -63,6 +64,7 @@ from streams import transport
 from streams.broker import free_port
 from streams.dashboard import Board, install
 from streams.metrics import EngineMetrics
+from streams.outbox import Outbox
 
 log = logging.getLogger("caep.worker")
 batch_log = logging.getLogger("caep.worker.batches")
@@ -172,7 +174,13 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
     def processed(event: Any) -> None:
         positions[(event.message.topic, event.message.partition)] = event.message.offset + 1
 
-    def dead_letter_send(error: CaepError, event: Any) -> Awaitable[Any]:
+    names = {topic: topic.get_topic_name() for topic in (
+        engine_input, device_index, decisions_topic, flags_topic, dead_letter)}
+
+    def outbox() -> Outbox:
+        return Outbox(cast(Any, app.producer)._ensure_producer())
+
+    def dead_letter_to(box: Outbox, error: CaepError, event: Any) -> None:
         message = event.message
         value = event.value if isinstance(event.value, bytes) else b""
         log.info("dead letter: %s %s", error.code.value, error.description,
@@ -181,16 +189,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         metrics.dead_letters.labels(error.code.value).inc()
         body = dead_letter_record(error, topic=message.topic, partition=message.partition,
                                   offset=message.offset, key=event.key, value=value)
-        return dead_letter.send(key=event.key, value=body)
-
-    async def reject(error: CaepError, event: Any) -> None:
-        await (await dead_letter_send(error, event))
-
-    async def settle(sends: list[Awaitable[Any]]) -> None:
-        """Wait until the broker has every record sent for a batch."""
-        futures = [await send for send in sends]
-        for future in futures:
-            await future
+        box.add(names[dead_letter], event.key, body)
 
     async def store_all(table: Any, writes: list[tuple[Any, bytes, bytes | None]]) -> None:
         """Apply a batch's table writes ((event, key, value or None to delete)) and wait until
@@ -201,17 +200,28 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         its last batch, and faust restores a table only up to there: a last batch of one
         record (a repeat of the key's latest value, harmless on a compacted topic) makes that
         end exact. A crash between the two steps leaves the batch unacknowledged, so its
-        inputs are read again and re-applied to whatever was restored."""
+        inputs are read again and re-applied to whatever was restored. A RocksDB store is
+        told the changelog offsets it now holds, as faust's own table writes do."""
         if not writes:
             return
-        last: dict[int, tuple[Any, bytes, bytes | None]] = {}
-        sends = []
+        changelog = table.changelog_topic.get_topic_name()
+        box, again = outbox(), outbox()
+        last: dict[int, tuple[bytes, bytes | None]] = {}
         for event, key, value in writes:
-            sends.append(_store(table, event, key, value))
-            last[event.message.partition] = (event, key, value)
-        await settle(sends)
-        await settle([_changelog_send(table, event.message.partition, key, value)
-                      for event, key, value in last.values()])
+            with _writing_for(event):  # a RocksDB store writes to the event's partition
+                if value is None:
+                    table.data.pop(key, None)
+                else:
+                    table.data[key] = value
+            partition = event.message.partition
+            box.add(changelog, key, value, partition=partition)
+            last[partition] = (key, value)
+        written = await box.flush()
+        for partition, (key, value) in last.items():
+            again.add(changelog, key, value, partition=partition)
+        written.update(await again.flush())
+        for tp, offset in written.items():
+            table.data.set_persisted_offset(tp, offset)
 
     def taken_within_window(pair: bytes) -> bool:
         """Whether the pair was taken in less than the replay window ago: a pair past it
@@ -223,7 +233,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
     @app.agent(security_events_topic, **AGENT)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         async for events in _batches(stream, batch_records, batch_wait):
-            sends: list[Awaitable[Any]] = []
+            box = outbox()
             taken: list[tuple[Any, bytes]] = []
             batch_pairs: set[bytes] = set()
             for event in events:
@@ -232,7 +242,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                     verified = await refresher.averify(verifier, event.value)
                 except SetError as error:
                     metrics.events_in.labels("unverified", error.code.value).inc()
-                    sends.append(dead_letter_send(error, event))
+                    dead_letter_to(box, error, event)
                     continue
                 kinds = [event_name(item.event_type) for item in verified.items]
                 pair = replay_key(verified.iss, verified.jti)
@@ -251,15 +261,13 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                                     "not acted on", item.event_type, item.jti, item.iss)
                     if device_only(item):
                         key = device_key(item.tenant, item.device_id or "").encode()
-                        sends.append(device_index.send(key=key, value=encode_input(item),
-                                                       timestamp=arrived))
+                        box.add(names[device_index], key, encode_input(item), timestamp=arrived)
                     else:
-                        sends.append(engine_input.send(key=item.key.encode(),
-                                                       value=encode_input(item),
-                                                       timestamp=arrived))
+                        box.add(names[engine_input], item.key.encode(), encode_input(item),
+                                timestamp=arrived)
                 taken.append((event, pair))
                 batch_pairs.add(pair)
-            await settle(sends)
+            await box.flush()
             # Remembered only once their inputs are on the broker: a crash before this point
             # replays the SETs, and the evaluation's own idempotence absorbs the second copies.
             now = time.time()
@@ -278,7 +286,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
     @app.agent(activity_topic, **AGENT)
     async def activity(stream: faust.StreamT[bytes]) -> None:
         async for events in _batches(stream, batch_records, batch_wait):
-            sends: list[Awaitable[Any]] = []
+            box = outbox()
             for event in events:
                 processed(event)
                 try:
@@ -286,17 +294,16 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                     key = activity_key(fact)
                 except SetError as error:
                     metrics.events_in.labels("activity", error.code.value).inc()
-                    sends.append(dead_letter_send(error, event))
+                    dead_letter_to(box, error, event)
                     continue
                 metrics.events_in.labels(f"activity:{fact.kind}", "accepted").inc()
-                sends.append(engine_input.send(key=key.encode(), value=encode_input(fact),
-                                               timestamp=event.message.timestamp))
-            await settle(sends)
+                box.add(names[engine_input], key.encode(), encode_input(fact),
+                        timestamp=event.message.timestamp)
+            await box.flush()
 
-    def publish(decisions: list[Decision], state: SubjectState) -> list[Awaitable[Any]]:
-        sends: list[Awaitable[Any]] = [
-            decisions_topic.send(key=d.subject_key.encode(), value=d.to_json())
-            for d in decisions]
+    def publish(box: Outbox, decisions: list[Decision], state: SubjectState) -> None:
+        for d in decisions:
+            box.add(names[decisions_topic], d.subject_key.encode(), d.to_json())
         for decision in decisions:
             if decision.action is Action.SET_FLAGS and decision.enforced and decision.session_id:
                 session = state.sessions.get(decision.session_id)
@@ -305,14 +312,12 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                 record = SessionFlags(session_id=decision.session_id, tenant=state.tenant,
                                       subject_key=state.key, flags=dict(session.flags),
                                       updated_at=decision.decided_at)
-                sends.append(flags_topic.send(key=decision.session_id.encode(),
-                                              value=record.to_json()))
-        return sends
+                box.add(names[flags_topic], decision.session_id.encode(), record.to_json())
 
     @app.agent(engine_input, **AGENT)
     async def evaluate_inputs(stream: faust.StreamT[bytes]) -> None:
         async for events in _batches(stream, batch_records, batch_wait):
-            sends: list[Awaitable[Any]] = []
+            box = outbox()
             # New states are kept aside until the batch's decisions are on the broker, then
             # written to the table: a state on the changelog always has its decisions out.
             states: dict[bytes, tuple[Any, SubjectState | None, SubjectState]] = {}
@@ -323,7 +328,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                 try:
                     item = decode_input(event.value)
                 except SetError as error:
-                    sends.append(dead_letter_send(error, event))
+                    dead_letter_to(box, error, event)
                     continue
                 if key in states:
                     state: SubjectState | None = states[key][2]
@@ -337,11 +342,11 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                                                 key=key.decode())
                 elapsed = time.perf_counter() - started
                 metrics.evaluation_seconds.observe(elapsed)
-                sends += publish(decisions, new_state)
+                publish(box, decisions, new_state)
                 for device in devices_added(state, new_state):
                     record = orjson.dumps({"type": "uses", "subject_key": new_state.key})
-                    sends.append(device_index.send(
-                        key=device_key(new_state.tenant, device).encode(), value=record))
+                    box.add(names[device_index], device_key(new_state.tenant, device).encode(),
+                            record)
                 if new_state is not state:
                     first = states[key][1] if key in states else state
                     states[key] = (event, first, new_state)
@@ -352,7 +357,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                     deadlines[key] = deadline
                 made.append((decisions, elapsed,
                              None if isinstance(item, Tick) else event.message.timestamp))
-            await settle(sends)
+            await box.flush()
             # The new states' changelog records must be on the broker before the batch is
             # acknowledged, so a crash can lose no state whose input is not replayed.
             await store_all(subjects, [(event, key, after.to_bytes())
@@ -384,19 +389,22 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
             if event.value.startswith(b'{"type":"uses"'):
                 subject = orjson.loads(event.value)["subject_key"]
                 if subject not in users:
-                    await settle([_store(devices, event, key, jsonbytes.dumps([*users, subject]))])
+                    await store_all(devices, [(event, key, jsonbytes.dumps([*users, subject]))])
                 continue
+            box = outbox()
             try:
                 item = decode_input(event.value)
             except SetError as error:
-                await reject(error, event)
+                dead_letter_to(box, error, event)
+                await box.flush()
                 continue
             if not isinstance(item, SecurityEvent):
                 continue
             for subject in users:
                 routed = retarget(item, subject)
-                await (await engine_input.send(key=subject.encode(), value=encode_input(routed),
-                                               timestamp=event.message.timestamp))
+                box.add(names[engine_input], subject.encode(), encode_input(routed),
+                        timestamp=event.message.timestamp)
+            await box.flush()
 
     async def index_deadlines() -> None:
         """After each recovery (start-up, partitions moved), index the deadlines this worker
@@ -424,9 +432,11 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
     async def expire() -> None:
         """Time passes without events: ask the owner of each due subject to check it."""
         now = time.time()
+        box = outbox()
         for key in [k for k, due in deadlines.items() if due <= now]:
             deadlines.pop(key, None)
-            await (await engine_input.send(key=key, value=encode_input(Tick())))
+            box.add(names[engine_input], key, encode_input(Tick()))
+        await box.flush()
 
     return app
 
@@ -503,25 +513,3 @@ async def _batches(stream: faust.StreamT[bytes], records: int,
                             len(events))
                 for event in events:
                     event.message.acked = True
-
-
-def _store(table: Any, event: Any, key: bytes, value: bytes | None) -> Awaitable[Any]:
-    """`table[key] = value` (or `del table[key]` for None) for `event`'s partition; returns
-    the changelog send, to be settled like any other effect. faust's own `__setitem__` queues
-    the record behind a buffer that is drained one record at a time and gives no handle on
-    it, and `producer.flush()` can wait out a 100 ms timer for nothing, per call."""
-    with _writing_for(event):
-        if value is None:
-            table.data.pop(key, None)
-        else:
-            table.data[key] = value
-    return _changelog_send(table, event.message.partition, key, value)
-
-
-def _changelog_send(table: Any, partition: int, key: bytes,
-                    value: bytes | None) -> Awaitable[Any]:
-    sent: Awaitable[Any] = table.changelog_topic.send(
-        key=key, value=value, partition=partition, key_serializer=table.key_serializer,
-        value_serializer="raw" if value is None else table.value_serializer,
-        callback=table._on_changelog_sent)  # lets a RocksDB store know what is persisted
-    return sent
