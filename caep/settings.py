@@ -194,8 +194,8 @@ class Settings(BaseSettings):
     edge_key_file: Path | None = Field(
         default=None,
         description="Edge: private signing keys (a JWKS; the first key signs, all are published). "
-        "Created with a fresh RS256 key when missing. Unset: `edge-keys.json` under the data "
-        "directory.",
+        "Created with a fresh RS256 key when missing; RS256 RSA keys of at least 2048 bits only "
+        "(CAEP interoperability profile). Unset: `edge-keys.json` under the data directory.",
     )
     topic_ssf_streams: str = Field(
         default="caep.ssf-streams",

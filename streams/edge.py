@@ -18,14 +18,16 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from caep.codec import SetVerifier
 from caep.errors import ConfigError
 from caep.settings import Settings
 from caep.ssf.auth import EdgeClients
+from caep.ssf.verification import VerificationTracker
 from caep.trust import TrustStore
 from streams.edge_delivery import Delivery
 from streams.edge_keys import SigningKeys, load_keys
@@ -76,10 +78,14 @@ class Edge:
                                 timeout=settings.edge_produce_timeout_seconds,
                                 partitions=settings.topic_partitions,
                                 replication=settings.topic_replication_factor)
+        # the verification states this edge asked transmitters for (by a StreamClient given
+        # this tracker): checked wherever the verification SET arrives, pushed or polled
+        self.verification = VerificationTracker()
         self.push = PushEndpoint(verifier=verifier, clients=self.clients, sink=self.sink,
                                  topic=settings.topic_security_events,
                                  max_bytes=settings.max_set_bytes,
-                                 retry_after=settings.edge_retry_after_seconds)
+                                 retry_after=settings.edge_retry_after_seconds,
+                                 tracker=self.verification)
         self.store = StreamStore(bootstrap, settings.topic_ssf_streams,
                                  partitions=settings.topic_partitions,
                                  replication=settings.topic_replication_factor,
@@ -89,11 +95,12 @@ class Edge:
         self.management = Management(issuer=self.issuer, clients=self.clients,
                                      store=self.store, delivery=self.delivery, keys=self.keys)
         self.upstreams = [UpstreamPoller(upstream, verifier=verifier, sink=self.sink,
-                                         topic=settings.topic_security_events)
+                                         topic=settings.topic_security_events,
+                                         tracker=self.verification)
                           for upstream in self.clients.upstream]
         self.app = Starlette(routes=self.routes(), lifespan=self._lifespan)
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
         m = self.management
 
         def read(handler: Any) -> Any:
@@ -102,9 +109,8 @@ class Edge:
         def manage(handler: Any) -> Any:
             return m.authorized(handler, manage=True)
 
-        return [
+        api = [
             Route("/ssf/push", self.push.handle, methods=["POST"]),
-            Route("/.well-known/ssf-configuration", m.configuration, methods=["GET"]),
             Route("/ssf/jwks.json", m.jwks, methods=["GET"]),
             Route("/ssf/stream", read(m.read), methods=["GET"]),
             Route("/ssf/stream", manage(m.create), methods=["POST"]),
@@ -118,6 +124,17 @@ class Edge:
             Route("/ssf/verify", manage(m.verify), methods=["POST"]),
             Route("/ssf/poll/{stream_id}", read(m.poll), methods=["POST"]),
         ]
+        discovery = Route("/.well-known/ssf-configuration", m.configuration, methods=["GET"])
+        path = urlsplit(self.issuer).path.rstrip("/")
+        if not path:
+            return [discovery, *api]
+        # SSF §7.2: an issuer with a path publishes its metadata at the well-known path with
+        # the issuer's path appended, and every endpoint it names lies under that path; both
+        # are served here as well as at the root (a proxy may strip the path, or not)
+        return [discovery,
+                Route(f"/.well-known/ssf-configuration{path}", m.configuration,
+                      methods=["GET"]),
+                *api, Mount(path, routes=api)]
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Any) -> AsyncIterator[None]:

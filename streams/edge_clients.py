@@ -150,9 +150,13 @@ class StreamClient:
         if not answer.content:
             return None
         document = answer.json()
-        if isinstance(document, dict) and "iss" in document and \
-                document["iss"].rstrip("/") != self.issuer:
-            raise TransmitterError(f"stream iss {document['iss']!r} is not {self.issuer!r}")
+        # SSF §8.1.1.1-4: a receiver MUST check that each stream's `iss` is the issuer it
+        # discovered (a listing too: every stream in it)
+        for stream in document if isinstance(document, list) else [document]:
+            if isinstance(stream, dict) and "iss" in stream and (
+                    not isinstance(stream["iss"], str)
+                    or stream["iss"].rstrip("/") != self.issuer):
+                raise TransmitterError(f"stream iss {stream['iss']!r} is not {self.issuer!r}")
         return document
 
     async def create_stream(self, *, delivery: dict[str, Any] | None = None,

@@ -13,7 +13,9 @@ group id `<app id>-ssf-edge`, see below), turns each decision into a CAEP event
   disabled stream drops them. Every status change is announced with a stream-updated SET,
   sent before the stream stops and after it starts again (SSF §8.1.5).
 
-Queued SETs live in memory, and a decision's offset is committed only once every SET made
+Queued SETs live in memory, at most `edge_max_held_events` per stream in its push lanes
+(together), in its poll queue and among its held SETs (beyond it the oldest waiting ones are
+dropped), and a decision's offset is committed only once every SET made
 from it is settled (pushed or given up, acknowledged or rejected by the poll receiver, or
 dropped by a disabled stream or a bound; caep/ssf/offsets.py). An edge that stops with SETs
 still queued reads those decisions again when it starts and sends the same SETs (same `jti`):
@@ -82,6 +84,7 @@ class Delivery:
         self.clients = clients
         self.issuer = issuer
         self.lanes: dict[tuple[str, str], deque[Outgoing]] = {}
+        self.pushing: dict[str, int] = {}  # SETs in a stream's push lanes
         self.tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.held: dict[str, deque[Outgoing]] = {}
         self.polls: dict[str, PollQueue] = {}
@@ -280,6 +283,25 @@ class Delivery:
             lane = self.lanes[key] = deque()
             self.tasks[key] = asyncio.create_task(self._run_lane(key))
         lane.append(item)
+        self.pushing[record.stream_id] = self.pushing.get(record.stream_id, 0) + 1
+        if self.pushing[record.stream_id] > self.settings.edge_max_held_events:
+            self._shed(record.stream_id)
+
+    def _shed(self, stream_id: str) -> None:
+        """A stream's push lanes hold at most `edge_max_held_events` SETs, so a receiver that
+        is down cannot grow memory without end: beyond it the oldest SET waiting in the
+        stream's longest lane is dropped (settled, counted as given up). The SET being
+        pushed (a lane's first) stays, and so does every lane's order."""
+        lanes = [lane for (sid, _), lane in self.lanes.items() if sid == stream_id]
+        while self.pushing[stream_id] > self.settings.edge_max_held_events:
+            longest = max(lanes, key=len)
+            if len(longest) < 2:
+                break
+            dropped = longest[1]
+            del longest[1]
+            self.pushing[stream_id] -= 1
+            self._settle(dropped)
+            self.given_up[stream_id] = self.given_up.get(stream_id, 0) + 1
 
     def _poll_queue(self, stream_id: str) -> PollQueue:
         queue = self.polls.get(stream_id)
@@ -301,6 +323,7 @@ class Delivery:
                 if record is None or (record.status == "disabled" and not item.control):
                     for dropped in lane:
                         self._settle(dropped)
+                    self.pushing[stream_id] -= len(lane)
                     lane.clear()
                     break
                 if record.status == "paused" and not item.control:
@@ -311,6 +334,7 @@ class Delivery:
                 else:
                     self.given_up[stream_id] = self.given_up.get(stream_id, 0) + 1
                 self._settle(lane.popleft())
+                self.pushing[stream_id] -= 1
         finally:
             self.lanes.pop(key, None)
             self.tasks.pop(key, None)
@@ -371,8 +395,13 @@ class Delivery:
             log.warning("receiver rejected SET %s of stream %s: %s %s", jti,
                         record.stream_id, error.err, error.description or "")
         deadline = time.monotonic() + self.settings.edge_poll_max_wait_seconds
+        current = record
         while True:
-            sets, more = queue.take(request.max_events, time.time())
+            # paused (SSF §8.1.2.1: nothing transmitted): new SETs are held elsewhere, and
+            # one handed out before the pause is not offered again until the stream is
+            # enabled; only the stream-updated SETs wait in the queue
+            sets, more = queue.take(request.max_events, time.time(),
+                                    redeliver=current.status == "enabled")
             self._settle_polled(record.stream_id, queue.drain_abandoned())
             if sets or request.return_immediately or request.max_events == 0:
                 break
@@ -384,8 +413,9 @@ class Delivery:
                 await asyncio.wait_for(changed.wait(), min(remaining, LONG_POLL_CHECK))
             if disconnected is not None and await disconnected():
                 break
-            current = self.store.get(record.stream_id)
-            if current is None:
+            latest = self.store.get(record.stream_id)
+            if latest is None:
                 break
+            current = latest
             queue = self._poll_queue(record.stream_id)
         return PollResponse.model_validate({"sets": sets, "moreAvailable": more}).to_wire()

@@ -1,10 +1,11 @@
 """The edge's SET signing keys: one per deployment, kept in a file, rotated with overlap.
 
 The file is a JWKS of private keys. The first key signs; every key in it is published, so
-during a rotation receivers already hold the new key before it signs anything, and still hold
-the old one for SETs signed just before. `rotate` puts a fresh key first and keeps the one it
-replaces; `retire` drops every key but the signing one once the overlap is over. RS256 with
-2048-bit keys, as the CAEP interoperability profile requires.
+after a rotation SETs signed with the old key still verify, and a receiver that meets the new
+`kid` finds it at the JWKS URI (the edge signs with it from its next start). `rotate` puts a
+fresh key first and keeps the one it replaces; `retire` drops every key but the signing one
+once the overlap is over. RS256 with RSA keys of at least 2048 bits, as the CAEP
+interoperability profile requires: a key file holding anything else is refused.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caep.codec import sign_set
 from caep.errors import ConfigError
 from caep.keys import generate_jwk, jwks_of, private_key
 
 ALGORITHM = "RS256"
+MIN_RSA_BITS = 2048
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,23 @@ def load_keys(path: Path) -> SigningKeys:
             raise ConfigError(f"edge key file {path}: key #{index} is not a private JWK "
                               "with a kid")
         try:
-            private_key(jwk)
+            key = private_key(jwk)
         except Exception as exc:
             raise ConfigError(f"edge key file {path}: key #{index} is unusable: {exc}") from None
+        _check_profile(path, index, jwk, key)
     return SigningKeys(tuple(listed))
+
+
+def _check_profile(path: Path, index: int, jwk: dict[str, Any], key: Any) -> None:
+    """CAEP interoperability profile 2.6: every SET is signed RS256 with an RSA key of at
+    least 2048 bits; any key in the file may sign (the first now, the others before a
+    rotation), so each must qualify."""
+    if jwk.get("alg", ALGORITHM) != ALGORITHM:
+        raise ConfigError(f"edge key file {path}: key #{index} is for {jwk.get('alg')!r}; "
+                          f"the edge signs {ALGORITHM} only (CAEP interoperability profile)")
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < MIN_RSA_BITS:
+        raise ConfigError(f"edge key file {path}: key #{index} is not an RSA key of at least "
+                          f"{MIN_RSA_BITS} bits (CAEP interoperability profile)")
 
 
 def rotate(path: Path) -> SigningKeys:

@@ -4,6 +4,11 @@
 SET's tenant and canonical subject (the engine's partition key). A repeated `jti` of a SET
 already written answers 202 without a second write; one still in flight is written again,
 which the engine absorbs (its inputs are idempotent).
+
+A verification SET carrying a `state` is the answer to a verification this edge requested
+(SSF §8.1.4.2: a transmitter-initiated one has no state); its state is checked against the
+edge's `VerificationTracker` (shared with the stream management clients that request them)
+and an unknown one is refused 400 `invalid_state` (SSF §8.1.4.1, RFC 8935 §2.3).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from caep.errors import AccessDenied, AuthenticationFailed, CaepError, InvalidRe
 from caep.evaluation import security_events
 from caep.jwks import KeyRefresher
 from caep.ssf.auth import EdgeClients
+from caep.ssf.verification import VerificationTracker
 from streams.edge_sink import DurableSink, Saturated, Unavailable
 
 log = logging.getLogger("caep.edge.push")
@@ -40,8 +46,10 @@ class PushEndpoint:
     """Verifies each pushed SET and answers only once its fate is known."""
 
     def __init__(self, *, verifier: SetVerifier, clients: EdgeClients, sink: DurableSink,
-                 topic: str, max_bytes: int, retry_after: int) -> None:
+                 topic: str, max_bytes: int, retry_after: int,
+                 tracker: VerificationTracker | None = None) -> None:
         self.verifier = verifier
+        self.tracker = tracker or VerificationTracker()
         self.clients = clients
         self.sink = sink
         self.topic = topic
@@ -73,6 +81,13 @@ class PushEndpoint:
         if not transmitter.may_send(verified.iss):
             return error_response(AccessDenied(
                 f"transmitter {transmitter.name!r} may not send SETs of issuer {verified.iss!r}"))
+        state_error = self.tracker.check(verified.claims)
+        if state_error is not None:
+            log.info("push from %s refused: verification state not requested",
+                     transmitter.name)
+            return JSONResponse(
+                {"err": state_error, "description": "verification state was not requested"},
+                status_code=400, headers={"Content-Language": ERROR_LANGUAGE})
         seen = (verified.iss, verified.jti)
         if seen in self._written:
             return Response(status_code=202)
@@ -85,6 +100,7 @@ class PushEndpoint:
         except Unavailable as exc:
             log.warning("push refused, broker unavailable: %s", exc)
             return self._retry_later(503, str(exc))
+        self.tracker.confirm(verified.claims)
         self._written[seen] = None
         if len(self._written) > RECENT_JTIS:
             self._written.popitem(last=False)

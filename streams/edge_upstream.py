@@ -14,6 +14,7 @@ import httpx
 from caep.codec import SetVerifier
 from caep.ssf.auth import Upstream
 from caep.ssf.models import POLL
+from caep.ssf.verification import VerificationTracker
 from streams.edge_clients import PollClient, StreamClient, TransmitterError
 from streams.edge_sink import DurableSink
 
@@ -25,8 +26,10 @@ class UpstreamPoller:
     """One upstream: stream set-up, then long polls until cancelled."""
 
     def __init__(self, upstream: Upstream, *, verifier: SetVerifier, sink: DurableSink,
-                 topic: str, backoff: float = 1.0) -> None:
+                 topic: str, backoff: float = 1.0,
+                 tracker: VerificationTracker | None = None) -> None:
         self.upstream = upstream
+        self.tracker = tracker or VerificationTracker()
         self.verifier = verifier
         self.sink = sink
         self.topic = topic
@@ -60,7 +63,8 @@ class UpstreamPoller:
             while True:
                 try:
                     token = self._token()
-                    client = StreamClient(self.upstream.issuer, token=token, http=http)
+                    client = StreamClient(self.upstream.issuer, token=token, http=http,
+                                          tracker=self.tracker)
                     self.stream_id = await self._stream(client)
                     stream = await client.get_stream(self.stream_id)
                     poller = PollClient(stream["delivery"]["endpoint_url"], token=token,

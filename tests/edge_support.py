@@ -97,10 +97,12 @@ __all__ = ["AUDIENCE", "ISSUER"]
 
 class RecordingReceiver:
     """A relying party's RFC 8935 push endpoint (a real HTTP server): keeps every SET it
-    accepts, and answers 503 to the first `fail_first` attempts of SETs for which
-    `should_fail(token)` holds."""
+    accepts, and answers `fail_status` (503 by default, with `Retry-After: retry_after`
+    unless None) to the first `fail_first` attempts of SETs for which `should_fail(token)`
+    holds. `times` are the attempts' arrival times (monotonic)."""
 
-    def __init__(self, fail_first: int = 0, should_fail: Any = None) -> None:
+    def __init__(self, fail_first: int = 0, should_fail: Any = None, *,
+                 fail_status: int = 503, retry_after: str | None = "0") -> None:
         from starlette.applications import Starlette
         from starlette.requests import Request
         from starlette.responses import Response
@@ -111,12 +113,14 @@ class RecordingReceiver:
         self.attempts = 0
         self.failed = 0
         self.authorization: list[str | None] = []
+        self.times: list[float] = []
         self.fail_first = fail_first
         self.should_fail = should_fail or (lambda _token: True)
         self.port = free_port()
 
         async def events(request: Request) -> Response:
             token = (await request.body()).decode()
+            self.times.append(time.monotonic())
             self.attempts += 1
             self.attempted.append(token)
             self.authorization.append(request.headers.get("authorization"))
@@ -124,7 +128,8 @@ class RecordingReceiver:
                 return Response(status_code=415)
             if self.failed < self.fail_first and self.should_fail(token):
                 self.failed += 1
-                return Response(status_code=503, headers={"Retry-After": "0"})
+                return Response(status_code=fail_status, headers=(
+                    {"Retry-After": retry_after} if retry_after is not None else {}))
             self.received.append(token)
             return Response(status_code=202)
 

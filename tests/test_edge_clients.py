@@ -10,19 +10,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
+import pytest
 
 from caep.codec import SetVerifier, sign_set
 from caep.keys import generate_jwk, private_key
 from caep.ssf.verification import configuration_url
 from caep.trust import TrustStore
 from streams.broker import EmbeddedBroker
-from streams.edge_clients import PollClient, StreamClient
+from streams.edge_clients import PollClient, StreamClient, TransmitterError
 from streams.edge_sink import DurableSink
 from streams.kafka_io import publish
 from streams.topics import ensure_topics
-from tests.conftest import Idp, collect
+from tests.conftest import Idp, collect, observe
 from tests.edge_support import (
+    PUSH_TOKEN,
     RP_AUDIENCE,
     RP_TOKEN,
     RunningEdge,
@@ -30,6 +33,7 @@ from tests.edge_support import (
     decision,
     edge_settings,
     running_edge,
+    topic_size,
 )
 
 CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
@@ -51,6 +55,114 @@ def test_configuration_url_per_ssf_7_2() -> None:
         "https://tr.example.com/.well-known/ssf-configuration"
     assert configuration_url("https://tr.example.com/issuer1/") == \
         "https://tr.example.com/.well-known/ssf-configuration/issuer1"
+
+
+def test_stream_client_trusts_only_the_issuer_it_discovered() -> None:
+    """SSF §7.2.4 and §8.1.1.1-2: the metadata's `issuer` and every stream's `iss` (in a
+    listing too) must be the issuer the receiver asked; the discovery URL carries the
+    issuer's path (§7.2) and every management call the receiver's bearer token."""
+    issuer = "https://tr.example.com/issuer1"
+    lie = {"issuer": issuer, "iss": issuer}
+    seen: list[httpx.Request] = []
+
+    def transmitter(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.startswith("/.well-known/"):
+            return httpx.Response(200, json={
+                "issuer": lie["issuer"], "configuration_endpoint": f"{issuer}/stream"})
+        stream = {"stream_id": "s1", "iss": lie["iss"], "aud": "https://rp.example.com",
+                  "delivery": {"method": "urn:ietf:rfc:8936"}, "events_delivered": []}
+        if request.method == "POST":
+            return httpx.Response(201, json=stream)
+        return httpx.Response(200, json=[{**stream, "iss": issuer}, stream])
+
+    async def scenario() -> None:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(transmitter))
+        client = StreamClient(issuer, token="rp-token", http=http)
+        await client.discover()
+        assert str(seen[0].url) == \
+            "https://tr.example.com/.well-known/ssf-configuration/issuer1"
+        assert (await client.create_stream())["stream_id"] == "s1"
+        assert len(await client.list_streams()) == 2
+        assert {r.headers.get("authorization") for r in seen[1:]} == {"Bearer rp-token"}
+        lie["iss"] = "https://evil.example.com"
+        with pytest.raises(TransmitterError, match="evil"):
+            await client.create_stream()
+        with pytest.raises(TransmitterError, match="evil"):
+            await client.list_streams()  # the second stream of the listing
+        lie["issuer"] = "https://evil.example.com"
+        with pytest.raises(TransmitterError, match="evil"):
+            await client.discover()
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_poll_client_requests_as_rfc8936_says(idp: Idp) -> None:
+    """RFC 8936 §2.4 as the poll client sends it: `maxEvents` and `returnImmediately` on
+    every poll; a SET it rejects is reported in the next request's `setErrs` with its
+    RFC 8935 code, once, and never acknowledged."""
+    stranger = generate_jwk("RS256", kid=idp.jwk["kid"])
+    forged = sign_set(idp.claims({"format": "email", "email": "x@example.com"}, jti="bad-1"),
+                      private_key(stranger), kid=stranger["kid"])
+    bodies: list[dict[str, Any]] = []
+
+    def transmitter(request: httpx.Request) -> httpx.Response:
+        bodies.append(orjson.loads(request.content))
+        sets = {"bad-1": forged} if len(bodies) == 1 else {}
+        return httpx.Response(200, json={"sets": sets})
+
+    async def scenario() -> None:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(transmitter))
+        sink = DurableSink("127.0.0.1:9", idempotence=False, max_in_flight=1, timeout=1)
+        poller = PollClient("https://tr.example.com/poll", token="t", http=http,
+                            verifier=SetVerifier(TrustStore.from_file(idp.trust_file)),
+                            sink=sink, topic="unused", max_events=7)
+        first = await poller.poll_once(return_immediately=False)
+        assert first.rejected["bad-1"]["err"] == "invalid_key" and not first.written
+        await poller.poll_once()
+        await poller.poll_once()
+        await http.aclose()
+
+    asyncio.run(scenario())
+    assert bodies[0] == {"maxEvents": 7}  # returnImmediately false is the default (§2.4)
+    assert bodies[1]["maxEvents"] == 7 and bodies[1]["returnImmediately"] is True
+    assert bodies[1]["setErrs"]["bad-1"]["err"] == "invalid_key"
+    assert "ack" not in bodies[1]
+    assert bodies[2] == {"maxEvents": 7, "returnImmediately": True}  # reported once
+
+
+def test_stream_client_changes_delivery_events_and_status_and_deletes(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    """The management client's other calls against a real transmitter: update the delivery
+    method and the events requested, pause and enable, delete; the transmitter's view
+    follows each."""
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path)
+    with running_edge(settings) as edge:
+
+        async def scenario() -> None:
+            client = StreamClient(edge.url, token=RP_TOKEN)
+            await client.discover()
+            sid = (await client.create_stream(events_requested=[CAEP + "session-revoked"])
+                   )["stream_id"]
+            updated = await client.update_stream(
+                sid, delivery={"method": "urn:ietf:rfc:8935",
+                               "endpoint_url": "http://127.0.0.1:9/events"},  # nobody
+                events_requested=[CAEP + "token-claims-change"])
+            assert updated["delivery"]["method"] == "urn:ietf:rfc:8935"
+            assert updated["events_delivered"] == [CAEP + "token-claims-change"]
+            assert await client.get_stream(sid) == updated
+            assert await client.set_status(sid, "paused", "maintenance") == {
+                "stream_id": sid, "status": "paused", "reason": "maintenance"}
+            assert (await client.set_status(sid, "enabled"))["status"] == "enabled"
+            assert [s["stream_id"] for s in await client.list_streams()] == [sid]
+            await client.delete_stream(sid)
+            assert await client.list_streams() == []
+            await client.aclose()
+
+        asyncio.run(scenario())
+        assert edge.edge.store.owned_by("rp-1") == []
 
 
 def test_stream_client_configures_and_poll_client_acks_only_what_is_written(
@@ -123,6 +235,50 @@ def test_stream_client_configures_and_poll_client_acks_only_what_is_written(
     assert sorted(events) == sorted([CAEP + "session-revoked",
                                      "https://schemas.openid.net/secevent/ssf/event-type/"
                                      "verification"])
+
+
+def test_a_verification_pushed_to_the_edge_is_checked_against_the_state_it_requested(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    """SSF §8.1.4.1 for push delivery: edge B configures a push stream at transmitter A
+    (delivering to B's `/ssf/push`) with a StreamClient holding B's verification tracker and
+    requests a verification: the SET arrives with that state, is confirmed and written. A
+    verification whose state B never asked for is refused 400 `invalid_state` (A gives it
+    up: a 4xx is final) and not written."""
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    with running_edge(edge_settings(bootstrap, idp.trust_file, a_dir)) as a:
+        trust_for(a, b_dir)
+        b_settings = edge_settings(bootstrap, b_dir / "edge-trust.toml", b_dir)
+        with running_edge(b_settings) as b:
+
+            async def scenario() -> tuple[str, str]:
+                client = StreamClient(a.url, token=RP_TOKEN, tracker=b.edge.verification)
+                await client.discover()
+                sid = (await client.create_stream(delivery={
+                    "method": "urn:ietf:rfc:8935", "endpoint_url": f"{b.url}/ssf/push",
+                    "authorization_header": f"Bearer {PUSH_TOKEN}"}))["stream_id"]
+                state = await client.request_verification(sid)
+                unrequested = await client.http.post(
+                    f"{a.url}/ssf/verify", headers=bearer(RP_TOKEN),
+                    json={"stream_id": sid, "state": "nobody-asked"})
+                assert unrequested.status_code == 204
+                await client.aclose()
+                return sid, state
+
+            sid, state = asyncio.run(scenario())
+            pushed = a.edge.delivery
+            observe(lambda: pushed.delivered.get(sid, 0) + pushed.given_up.get(sid, 0) >= 2,
+                    15, "both verification SETs pushed to B and answered")
+            assert b.edge.verification.is_confirmed(sid, state)
+            assert (pushed.delivered.get(sid), pushed.given_up.get(sid)) == (1, 1)
+    (record,) = collect(bootstrap, b_settings.topic_security_events, lambda r: len(r) >= 1)
+    written = orjson.loads(__import__("base64").urlsafe_b64decode(
+        record["value"].split(".")[1] + "=="))
+    assert written["events"] == {
+        "https://schemas.openid.net/secevent/ssf/event-type/verification": {"state": state}}
+    assert topic_size(bootstrap, b_settings.topic_security_events) == 1
 
 
 def test_a_set_that_cannot_be_written_is_not_acknowledged(

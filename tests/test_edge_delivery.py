@@ -134,6 +134,64 @@ def test_failed_pushes_are_retried_and_one_subjects_order_is_kept(
     assert sessions == ["s0", "s1", "s2", "s3"]
 
 
+def test_push_retries_back_off_exponentially_honour_retry_after_and_stop_at_a_4xx(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    """One decision, three push streams. A receiver that keeps answering 503 (no
+    Retry-After) is tried `edge_push_max_attempts` times, the waits doubling from
+    `edge_push_backoff_seconds`; one answering 429 with `Retry-After: 1` is retried after
+    that second, not after the backoff; one answering 400 is tried once (RFC 8935 §2.3: the
+    SET itself was refused). Streams without an `authorization_header` get no
+    Authorization header."""
+    backoff = 0.25
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path,
+                             edge_push_backoff_seconds=backoff, edge_push_max_attempts=5)
+    failing = RecordingReceiver(fail_first=10**6, retry_after=None)
+    slow = RecordingReceiver(fail_first=1, fail_status=429, retry_after="1")
+    refusing = RecordingReceiver(fail_first=10**6, fail_status=400, retry_after=None)
+    with failing.running(), slow.running(), refusing.running(), \
+            running_edge(settings) as edge:
+        ids = [create_stream(edge, {"delivery": {"method": PUSH, "endpoint_url": r.url}})
+               for r in (failing, slow, refusing)]
+        produce(settings, decision(ALICE, "revoke_session"))
+        delivery = edge.edge.delivery
+        observe(lambda: delivery.given_up.get(ids[0]) == 1 and len(slow.received) == 1
+                and delivery.given_up.get(ids[2]) == 1, 20,
+                "the failing stream given up, the slow one delivered, the refusing one done")
+    assert failing.attempts == 5
+    gaps = [b - a for a, b in zip(failing.times, failing.times[1:], strict=False)]
+    for n, gap in enumerate(gaps):
+        assert gap >= backoff * 2**n * 0.95, gaps  # 0.25, 0.5, 1, 2 s at least
+    assert gaps[0] < 1.0, gaps  # the first wait is the backoff, the last one 8 times it
+    assert slow.times[1] - slow.times[0] >= 0.95
+    assert refusing.attempts == 1
+    assert {*failing.authorization, *slow.authorization, *refusing.authorization} == {None}
+
+
+def test_push_lanes_of_a_receiver_that_is_down_stay_bounded(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    """A receiver that does not answer must not make the edge hold its SETs without end:
+    a stream's push lanes keep at most `edge_max_held_events` SETs (the one being pushed and
+    the newest), the others are given up and their decisions settled, so offsets move on."""
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path, edge_max_held_events=3,
+                             edge_push_backoff_seconds=30, edge_push_max_attempts=2)
+    receiver = RecordingReceiver(fail_first=10**6, retry_after=None)
+    with receiver.running(), running_edge(settings) as edge:
+        stream_id = create_stream(edge, {"delivery": {"method": PUSH,
+                                                      "endpoint_url": receiver.url}})
+        produce(settings, *[decision(ALICE, "revoke_session", session_id=f"s{i}")
+                            for i in range(10)])
+        delivery = edge.edge.delivery
+        observe(lambda: delivery.decisions_read >= 10, 15, "ten decisions read")
+        queued = [item for (sid, _), lane in delivery.lanes.items() if sid == stream_id
+                  for item in lane]
+        assert len(queued) == 3 and delivery.given_up[stream_id] == 7
+        assert delivery.offsets.outstanding() == 3
+        sessions = [claims(item.token)["sub_id"]["session"]["id"] for item in queued]
+    assert sessions == ["s0", "s8", "s9"]  # the one being pushed, then the newest, in order
+
+
 def test_paused_holds_disabled_drops_and_status_changes_are_announced(
     bootstrap: str, idp: Idp, tmp_path: Path
 ) -> None:
@@ -263,6 +321,35 @@ def test_a_paused_poll_stream_hands_out_nothing_but_its_status_changes(
     tokens = list(resumed["sets"].values())
     assert event_types(tokens) == [SSF + "stream-updated", CAEP + "session-revoked"]
     assert claims(tokens[1])["sub_id"]["session"]["id"] == "queued"
+
+
+def test_a_set_handed_out_before_a_pause_is_not_offered_again_while_paused(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    """SSF §8.1.2.1: a paused stream transmits nothing. A SET polled (not acknowledged) just
+    before the pause is not redelivered while paused, however long it waits; once the
+    stream is enabled it is offered again."""
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path,
+                             edge_poll_redeliver_seconds=0.3)
+    with running_edge(settings) as edge:
+        stream_id = create_stream(edge, {})
+        produce(settings, decision(ALICE, "revoke_session", session_id="before-pause"))
+        observe(lambda: len(edge.edge.delivery.polls.get(stream_id, ())) >= 1, 10,
+                "one SET queued for polling")
+        (handed_out,) = poll(edge, stream_id, {"returnImmediately": True})["sets"]
+        set_status(edge, stream_id, "paused")
+        time.sleep(0.6)  # twice the redelivery time
+        paused = poll(edge, stream_id, {"returnImmediately": True})
+        assert [claims(t)["events"] for t in paused["sets"].values()] == [
+            {SSF + "stream-updated": {"status": "paused"}}]
+        time.sleep(0.6)
+        assert poll(edge, stream_id, {"returnImmediately": True,
+                                      "ack": list(paused["sets"])}) == {
+            "sets": {}, "moreAvailable": False}
+        set_status(edge, stream_id, "enabled")
+        resumed = poll(edge, stream_id, {"returnImmediately": True})
+    assert handed_out in resumed["sets"]
+    assert claims(resumed["sets"][handed_out])["sub_id"]["session"]["id"] == "before-pause"
 
 
 def test_sets_not_yet_settled_are_sent_again_after_a_restart(

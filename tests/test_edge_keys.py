@@ -56,3 +56,26 @@ def test_a_broken_key_file_is_a_configuration_error(tmp_path: Path) -> None:
         path.write_bytes(content)
         with pytest.raises(ConfigError, match="edge key file"):
             load_keys(path)
+
+
+def test_a_key_the_caep_profile_does_not_allow_is_refused(tmp_path: Path) -> None:
+    """CAEP interoperability profile 2.6: SETs are signed RS256 with RSA keys of at least
+    2048 bits; a key file holding anything else (even as the old key of a rotation) is a
+    configuration error, not a key the edge would sign with."""
+    import orjson
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    from caep.keys import generate_jwk
+
+    short: dict[str, object] = RSAAlgorithm.to_jwk(
+        rsa.generate_private_key(public_exponent=65537, key_size=1024), as_dict=True)
+    short.update({"kid": "short", "alg": "RS256", "use": "sig"})
+    good = generate_jwk("RS256", kid="good")
+    path = tmp_path / "edge.json"
+    for keys in ([generate_jwk("ES256", kid="ec")], [short], [good, generate_jwk("PS256")]):
+        path.write_bytes(orjson.dumps({"keys": keys}))
+        with pytest.raises(ConfigError, match="CAEP interoperability profile"):
+            load_keys(path)
+    path.write_bytes(orjson.dumps({"keys": [good]}))
+    assert load_keys(path).current["kid"] == "good"

@@ -60,6 +60,52 @@ def test_accepted_only_once_written_keyed_by_subject_and_duplicates_written_once
     assert topic_size(bootstrap, settings.topic_security_events) == 1
 
 
+def test_the_push_producer_is_acks_all_and_idempotent_on_a_cluster(
+    idp: Idp, tmp_path: Path
+) -> None:
+    """Issue 7's durability terms, as configured: the push endpoint's producer (and the
+    stream store's) waits for every in-sync replica (acks=all) and is idempotent on an
+    external cluster unless CAEP_PRODUCER_IDEMPOTENCE says otherwise; on the embedded Tansu,
+    which refuses InitProducerId, it is not."""
+    from streams.edge import Edge
+
+    settings = edge_settings("127.0.0.1:9", idp.trust_file, tmp_path, producer_idempotence=None)
+    cluster = Edge(settings, "127.0.0.1:9", embedded=False)
+    assert cluster.sink._options["acks"] == "all"
+    assert cluster.sink._options["enable_idempotence"] is True
+    assert cluster.store.idempotence is True
+    embedded = Edge(settings, "127.0.0.1:9", embedded=True)
+    assert embedded.sink._options["acks"] == "all"
+    assert embedded.sink._options["enable_idempotence"] is False
+
+
+def test_the_caep_interop_use_cases_are_accepted_by_push(
+    bootstrap: str, idp: Idp, tmp_path: Path
+) -> None:
+    """The use cases issue 7 names (CAEP interoperability profile: session-revoked,
+    credential-change; and device-compliance-change, which the OpenID conformance suite's
+    CAEP interop plan adds): each CAEP 1.0 example, as our trusted IdP's SET (the example's
+    subject and event; our issuer, audience, jti), is accepted and written once."""
+    import json
+
+    examples = Path(__file__).parent / "spec_examples"
+    names = ["caep-3.1-session-revoked-example-user-sub.json",
+             "caep-3.3-credential-change-example-fido2.json",
+             "caep-3.5-device-compliance-change-examples-out-of-compliance.json"]
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path)
+    tokens = []
+    for name in names:
+        example = json.loads((examples / name).read_text(encoding="utf-8"))
+        ((event_type, event),) = example["events"].items()
+        tokens.append(idp.sign(idp.claims(example["sub_id"], event_type, event,
+                                          txn=example["txn"])))
+    with running_edge(settings) as edge:
+        answers = [push(edge.url, token) for token in tokens]
+    assert [a.status_code for a in answers] == [202, 202, 202], [a.text for a in answers]
+    written = records(bootstrap, settings.topic_security_events, 3)
+    assert sorted(r["value"] for r in written) == sorted(tokens)
+
+
 def test_refusals_carry_rfc8935_codes_and_write_nothing(
     bootstrap: str, idp: Idp, tmp_path: Path
 ) -> None:

@@ -144,6 +144,44 @@ def test_discovery_examples(world: tuple[RunningEdge, RecordingReceiver, Setting
         assert httpx.get(f"{edge.url}{example(name)['target']}").status_code == 404
 
 
+def test_discovery_example_with_a_path(bootstrap: str, idp: Idp, tmp_path: Path) -> None:
+    """SSF §7.2 Figure "Transmitter Configuration Request (with path)": an edge whose issuer
+    is `.../issuer1` answers that request with its metadata, and the endpoints the metadata
+    names (under the issuer's path) work: our own stream client discovers it, creates a
+    stream and polls it there."""
+    from streams.broker import free_port
+    from streams.edge_clients import StreamClient
+
+    port = free_port()
+    settings = edge_settings(bootstrap, idp.trust_file, tmp_path, edge_port=port,
+                             edge_issuer=f"http://127.0.0.1:{port}/issuer1/")
+    request = example("ssf-7.2.1-figdiscoveryrequestpath.json")
+    with running_edge(settings) as edge:
+        issuer = f"{edge.url}/issuer1"
+        answer = httpx.get(f"{edge.url}{request['target']}", timeout=10)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/json"
+        meta = answer.json()
+        assert meta["issuer"] == issuer
+        assert all(meta[name].startswith(f"{issuer}/ssf/") for name in (
+            "jwks_uri", "configuration_endpoint", "status_endpoint", "verification_endpoint"))
+        assert httpx.get(meta["jwks_uri"], timeout=10).json() == edge.edge.keys.jwks()
+
+        async def scenario() -> dict[str, Any]:
+            client = StreamClient(issuer, token=RP_TOKEN)
+            assert (await client.discover()).issuer == issuer
+            created = await client.create_stream()
+            await client.aclose()
+            return created
+
+        created = asyncio.run(scenario())
+        assert created["iss"] == issuer
+        assert created["delivery"]["endpoint_url"].startswith(f"{issuer}/ssf/poll/")
+        polled = httpx.post(created["delivery"]["endpoint_url"], headers=bearer(RP_TOKEN),
+                            json={"returnImmediately": True}, timeout=10)
+        assert polled.status_code == 200 and polled.json()["sets"] == {}
+
+
 def test_stream_configuration_examples(
     world: tuple[RunningEdge, RecordingReceiver, Settings]
 ) -> None:

@@ -287,3 +287,61 @@ def test_oauth_access_tokens_of_an_authorization_server(
             answer = call(edge, "GET", "/ssf/stream", refused)
             assert answer.status_code == 401
             assert 'error="invalid_token"' in answer.headers["www-authenticate"]
+
+
+def test_during_a_key_rotation_the_running_edge_publishes_both_keys(settings: Settings) -> None:
+    """One signing key per deployment, kept in its file; after `caep edge --rotate-key` the
+    edge signs with the new key and its JWKS endpoint publishes the new and the old one (so
+    SETs signed before the rotation still verify) until `--retire-old-keys`."""
+    from streams.edge_keys import load_keys, retire, rotate
+
+    assert settings.edge_key_file is not None
+    old = load_keys(settings.edge_key_file)
+    new = rotate(settings.edge_key_file)
+    with running_edge(settings) as edge:
+        published = httpx.get(f"{edge.url}/ssf/jwks.json", timeout=10).json()["keys"]
+        assert edge.edge.keys.current["kid"] == new.current["kid"]
+    assert [k["kid"] for k in published] == [new.current["kid"], old.current["kid"]]
+    assert not any("d" in k for k in published)
+    retire(settings.edge_key_file)
+    with running_edge(settings) as edge:
+        published = httpx.get(f"{edge.url}/ssf/jwks.json", timeout=10).json()["keys"]
+    assert [k["kid"] for k in published] == [new.current["kid"]]
+
+
+def test_the_conformance_plans_error_modules(edge: RunningEdge) -> None:
+    """The OpenID SSF transmitter plan's stream-control error modules, request for request:
+    an access token `invalid:<uuid>` on create, read, update, replace and delete answers
+    401; a stream id that existed (created, then deleted) answers 404 to read, update,
+    replace and delete; the body `;{ broken` answers 400 to create, update and replace; a
+    second create with the same token answers 201 (several streams per receiver)."""
+    import uuid
+
+    body = {"description": "Stream for OIDF Conformance Test-Suite",
+            "events_requested": [CAEP + "session-revoked", CAEP + "credential-change",
+                                 CAEP + "device-compliance-change"],
+            "delivery": {"method": POLL}}
+    gone = create(edge, body)["stream_id"]
+    assert call(edge, "DELETE", "/ssf/stream", params={"stream_id": gone}).status_code == 204
+    live = create(edge, body)["stream_id"]
+    assert create(edge, body)["stream_id"] != live  # the duplicate-config module: 201
+    invalid = f"invalid:{uuid.uuid4()}"
+    changes = {**body, "stream_id": live, "description": "Updated"}
+    for method, kwargs in [("POST", {"json": body}), ("GET", {"params": {"stream_id": live}}),
+                           ("PATCH", {"json": changes}), ("PUT", {"json": changes}),
+                           ("DELETE", {"params": {"stream_id": live}})]:
+        answer = call(edge, method, "/ssf/stream", invalid, **kwargs)
+        assert answer.status_code == 401, (method, answer.text)
+    unknown = {**body, "stream_id": gone, "description": "Updated"}
+    for method, kwargs in [("GET", {"params": {"stream_id": gone}}), ("PATCH", {"json": unknown}),
+                           ("PUT", {"json": unknown}), ("DELETE", {"params": {"stream_id": gone}})]:
+        answer = call(edge, method, "/ssf/stream", **kwargs)
+        assert answer.status_code == 404, (method, answer.text)
+        assert answer.headers["content-type"] == "application/json"
+    for method in ("POST", "PATCH", "PUT"):
+        answer = httpx.request(method, f"{edge.url}/ssf/stream", content=b";{ broken",
+                               headers={**bearer(RP_TOKEN), "Content-Type": "application/json"},
+                               timeout=30)
+        assert answer.status_code == 400, (method, answer.text)
+    assert call(edge, "GET", "/ssf/status", params={"stream_id": live}).json()["status"] == \
+        "enabled"

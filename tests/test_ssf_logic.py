@@ -219,3 +219,30 @@ def test_offsets_are_committable_only_up_to_the_first_unsettled_record() -> None
     assert tracker.committable() == {"p0": 3, "p1": 7}
     tracker.settled("p1", 7)
     assert tracker.committable() == {"p0": 3, "p1": 8} and tracker.outstanding() == 0
+
+
+def test_events_requested_members_not_understood_are_ignored() -> None:
+    """SSF §8.1.1: the Transmitter MUST ignore array values it does not understand (a
+    non-string member too); only a value that is not an array is refused."""
+    record = management.create(
+        {"events_requested": [mapping.SESSION_REVOKED, 7, {"x": 1}, None,
+                              "urn:example:secevent:events:type_2"]},
+        issuer="https://tr.example", receiver=RECEIVER, now=1.0)
+    assert record.config.events_requested == [mapping.SESSION_REVOKED,
+                                              "urn:example:secevent:events:type_2"]
+    assert record.config.events_delivered == [mapping.SESSION_REVOKED]
+    with pytest.raises(management.SsfError):
+        management.create({"events_requested": mapping.SESSION_REVOKED},
+                          issuer="https://tr.example", receiver=RECEIVER, now=1.0)
+
+
+def test_a_queue_that_may_not_redeliver_hands_out_only_what_waits() -> None:
+    """A paused poll stream (SSF §8.1.2.1: nothing is transmitted) must not offer again a SET
+    it handed out before the pause; it stays outstanding and comes back once allowed."""
+    queue = PollQueue(max_held=10, redeliver_after=1)
+    queue.offer("a", "token-a")
+    assert queue.take(None, now=0)[0] == {"a": "token-a"}
+    queue.offer("u", "stream-updated")
+    assert queue.take(None, now=5, redeliver=False) == ({"u": "stream-updated"}, False)
+    assert queue.take(None, now=6, redeliver=False) == ({}, False)
+    assert queue.take(None, now=7) == ({"a": "token-a", "u": "stream-updated"}, False)

@@ -94,11 +94,13 @@ def _delivery(value: Any, issuer: str, stream_id: str) -> Delivery:
 
 
 def _events_requested(value: Any) -> list[str] | None:
+    """SSF §8.1.1: a Transmitter "MUST ignore any array values that it does not understand",
+    so members that are not strings are dropped, not refused; only a non-array is an error."""
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list):
         raise bad_request("events_requested must be an array of event type URIs")
-    return list(dict.fromkeys(value))
+    return list(dict.fromkeys(v for v in value if isinstance(v, str)))
 
 
 def _description(value: Any) -> str | None:

@@ -62,14 +62,17 @@ class PollQueue:
         return [jti for jti, (_, sent, _count) in self.outstanding.items()
                 if now - sent >= self.redeliver_after]
 
-    def available(self, now: float) -> int:
-        return len(self.due(now)) + len(self.waiting)
+    def available(self, now: float, redeliver: bool = True) -> int:
+        return (len(self.due(now)) if redeliver else 0) + len(self.waiting)
 
-    def take(self, max_events: int | None, now: float) -> tuple[dict[str, str], bool]:
-        """Up to `max_events` SETs (redeliveries first) and whether more are available."""
+    def take(self, max_events: int | None, now: float,
+             redeliver: bool = True) -> tuple[dict[str, str], bool]:
+        """Up to `max_events` SETs (redeliveries first) and whether more are available.
+        `redeliver=False` (a paused stream, SSF §8.1.2.1: nothing is transmitted) hands out
+        only what is waiting, and leaves what was handed out before to wait for the ack."""
         limit = DEFAULT_MAX_EVENTS if max_events is None else max_events
         taken: dict[str, str] = {}
-        for jti in self.due(now):
+        for jti in self.due(now) if redeliver else ():
             if len(taken) >= limit:
                 break
             token, _, count = self.outstanding.pop(jti)
@@ -82,7 +85,7 @@ class PollQueue:
             jti, token = self.waiting.popitem(last=False)
             self.outstanding[jti] = (token, now, 1)
             taken[jti] = token
-        return taken, self.available(now) > 0
+        return taken, self.available(now, redeliver) > 0
 
     def drain_abandoned(self) -> list[str]:
         """The jtis given up since the last call."""
