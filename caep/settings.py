@@ -184,8 +184,17 @@ class Settings(BaseSettings):
     edge_issuer: str | None = Field(
         default=None,
         description="Edge: the `iss` of the SETs it transmits and the base of its endpoint URLs. "
-        "Unset: `http://HOST:PORT` (put TLS in front and set an https issuer in production).",
+        "Unset: `https://HOST:PORT` with TLS (below), else `http://HOST:PORT` (for a TLS proxy in "
+        "front, set its https URL here).",
     )
+    edge_tls_cert_file: Path | None = Field(
+        default=None,
+        description="Edge: PEM certificate chain; with `CAEP_EDGE_TLS_KEY_FILE` the edge serves "
+        "HTTPS itself (the CAEP interoperability profile requires TLS endpoints). Unset: plain "
+        "HTTP.",
+    )
+    edge_tls_key_file: Path | None = Field(
+        default=None, description="Edge: PEM private key of `CAEP_EDGE_TLS_CERT_FILE`.")
     edge_config_file: Path | None = Field(
         default=None,
         description="Edge: TOML file with the bearer-token hashes of transmitters (push) and "

@@ -51,7 +51,21 @@ def key_file(settings: Settings) -> Path:
 def issuer_of(settings: Settings) -> str:
     if settings.edge_issuer:
         return settings.edge_issuer.rstrip("/")
-    return f"http://{settings.edge_host}:{settings.edge_port}"
+    scheme = "https" if tls_files(settings) else "http"
+    return f"{scheme}://{settings.edge_host}:{settings.edge_port}"
+
+
+def tls_files(settings: Settings) -> tuple[Path, Path] | None:
+    """(certificate, key) when the edge serves HTTPS itself; both or neither must be set."""
+    cert, key = settings.edge_tls_cert_file, settings.edge_tls_key_file
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("CAEP_EDGE_TLS_CERT_FILE and CAEP_EDGE_TLS_KEY_FILE go together")
+    for path in (cert, key):
+        if not path.is_file():
+            raise ConfigError(f"TLS file {path} does not exist")
+    return cert, key
 
 
 class Edge:
@@ -170,6 +184,7 @@ def run_edge(settings: Settings, bootstrap: str, *, embedded: bool) -> None:
     edge = Edge(settings, bootstrap, embedded=embedded)
     if settings.edge_host == "127.0.0.1":
         ensure_port_free(settings.edge_port)  # one clear line instead of uvicorn's log
-    if not serve_forever(edge.app, settings.edge_host, settings.edge_port):
+    if not serve_forever(edge.app, settings.edge_host, settings.edge_port,
+                         tls=tls_files(settings)):
         raise ConfigError(f"the edge could not start on {settings.edge_host}:"
                           f"{settings.edge_port} (see the log above)")

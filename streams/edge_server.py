@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -49,26 +50,34 @@ class _AnnouncingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.announce and self.started:
-            print(f"{READY_LINE} on http://{self.config.host}:{self.config.port}", flush=True,
-                  file=sys.stdout)
+            scheme = "https" if self.config.ssl_certfile else "http"
+            print(f"{READY_LINE} on {scheme}://{self.config.host}:{self.config.port}",
+                  flush=True, file=sys.stdout)
 
 
-def _config(app: Any, host: str, port: int) -> uvicorn.Config:
+TlsFiles = tuple[Path, Path] | None
+"""(PEM certificate chain, PEM private key) to serve HTTPS, or None for plain HTTP."""
+
+
+def _config(app: Any, host: str, port: int, tls: TlsFiles) -> uvicorn.Config:
+    cert, key = tls if tls else (None, None)
     return uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="warning",
-                          access_log=False, timeout_graceful_shutdown=5)
+                          access_log=False, timeout_graceful_shutdown=5,
+                          ssl_certfile=cert, ssl_keyfile=key)
 
 
-def serve_forever(app: Any, host: str, port: int) -> bool:
+def serve_forever(app: Any, host: str, port: int, tls: TlsFiles = None) -> bool:
     """Block until SIGINT/SIGTERM; False when the server could not start (e.g. port taken)."""
-    server = _AnnouncingServer(_config(app, host, port), announce=True)
+    server = _AnnouncingServer(_config(app, host, port, tls), announce=True)
     server.run()
     return server.started
 
 
 @contextlib.contextmanager
-def serving(app: Any, host: str, port: int, startup_timeout: float = 30.0) -> Iterator[None]:
+def serving(app: Any, host: str, port: int, startup_timeout: float = 30.0,
+            tls: TlsFiles = None) -> Iterator[None]:
     """Run the app in a thread of its own (own event loop) for the duration of the block."""
-    server = _AnnouncingServer(_config(app, host, port), announce=False)
+    server = _AnnouncingServer(_config(app, host, port, tls), announce=False)
     failure: list[BaseException] = []
 
     def run() -> None:

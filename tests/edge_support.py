@@ -14,7 +14,7 @@ from caep.errors import BrokerError
 from caep.settings import Settings
 from caep.ssf.auth import token_hash
 from streams.broker import EmbeddedBroker, ensure_port_free, free_port
-from streams.edge import Edge
+from streams.edge import Edge, tls_files
 from streams.edge_server import serving
 from tests.conftest import AUDIENCE, ISSUER
 
@@ -84,8 +84,10 @@ class RunningEdge:
 @contextlib.contextmanager
 def running_edge(settings: Settings, *, embedded: bool = False) -> Iterator[RunningEdge]:
     edge = Edge(settings, settings.bootstrap or "", embedded=embedded)
-    with serving(edge.app, settings.edge_host, settings.edge_port):
-        yield RunningEdge(edge, f"http://{settings.edge_host}:{settings.edge_port}")
+    tls = tls_files(settings)
+    with serving(edge.app, settings.edge_host, settings.edge_port, tls=tls):
+        scheme = "https" if tls else "http"
+        yield RunningEdge(edge, f"{scheme}://{settings.edge_host}:{settings.edge_port}")
 
 
 def bearer(token: str) -> dict[str, str]:
