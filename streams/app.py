@@ -432,8 +432,11 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
     async def expire() -> None:
         """Time passes without events: ask the owner of each due subject to check it."""
         now = time.time()
+        due = [k for k, deadline in deadlines.items() if deadline <= now]
+        if not due:
+            return
         box = outbox()
-        for key in [k for k, due in deadlines.items() if due <= now]:
+        for key in due:
             deadlines.pop(key, None)
             box.add(names[engine_input], key, encode_input(Tick()))
         await box.flush()

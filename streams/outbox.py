@@ -24,7 +24,7 @@ from aiokafka.structs import TopicPartition
 Records = list[tuple[bytes | None, bytes | None, int | None]]
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=16384)
 def _key_hash(key: bytes) -> int:
     """aiokafka's `DefaultPartitioner` hash (Kafka's murmur2), pure Python there; a worker's
     keys are its subjects, which come again and again."""
