@@ -205,7 +205,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         if not writes:
             return
         changelog = table.changelog_topic.get_topic_name()
-        box, again = outbox(), outbox()
+        box = outbox()
         last: dict[int, tuple[bytes, bytes | None]] = {}
         for event, key, value in writes:
             with _writing_for(event):  # a RocksDB store writes to the event's partition
@@ -218,8 +218,8 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
             last[partition] = (key, value)
         written = await box.flush()
         for partition, (key, value) in last.items():
-            again.add(changelog, key, value, partition=partition)
-        written.update(await again.flush())
+            box.add(changelog, key, value, partition=partition)
+        written.update(await box.flush())
         for tp, offset in written.items():
             table.data.set_persisted_offset(tp, offset)
 

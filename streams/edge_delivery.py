@@ -323,8 +323,6 @@ class Delivery:
                 if record is None or (record.status == "disabled" and not item.control):
                     for dropped in lane:
                         self._settle(dropped)
-                    self.pushing[stream_id] -= len(lane)
-                    lane.clear()
                     break
                 if record.status == "paused" and not item.control:
                     await self._changed.wait()
@@ -336,6 +334,9 @@ class Delivery:
                 self._settle(lane.popleft())
                 self.pushing[stream_id] -= 1
         finally:
+            # whatever the lane still holds (dropped above, or left by a stop) leaves the
+            # stream's count with it
+            self.pushing[stream_id] -= len(lane)
             self.lanes.pop(key, None)
             self.tasks.pop(key, None)
 

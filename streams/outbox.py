@@ -59,8 +59,7 @@ class Outbox:
         self._keyed, self._placed = {}, {}
         sent: list[tuple[TopicPartition, int, asyncio.Future[Any]]] = []
         for tp, records in by_partition.items():
-            for chunk in self._batches(records):
-                count, batch = chunk
+            for count, batch in self._batches(records):
                 future = await self.producer.send_batch(batch, tp.topic, partition=tp.partition)
                 sent.append((tp, count, future))
         last: dict[TopicPartition, int] = {}

@@ -377,7 +377,10 @@ def test_sets_not_yet_settled_are_sent_again_after_a_restart(
             poll(edge, polled_id, {"ack": [polled_jti], "maxEvents": 0})
             committed = edge.edge.delivery.offsets
             observe(lambda: committed.outstanding() == 0, 5, "everything settled")
-            time.sleep(0.7)  # the consumer commits on its next round (500 ms)
+            delivery = edge.edge.delivery
+            observe(lambda: dict(delivery._committed) == {
+                tp: offset for tp, offset in committed.committable().items()},
+                10, "the settled offsets committed")  # on the consumer's next round
         with running_edge(settings) as edge:
             time.sleep(0.7)  # a decision read again would be queued by now
             assert edge.edge.delivery.decisions_read == 0
