@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +19,17 @@ import jwt
 import orjson
 import pybase64
 
-from caep.errors import ForeignTenant, InvalidAudience, InvalidIssuer, InvalidKey, InvalidRequest
+from caep.errors import (
+    ForeignTenant,
+    InvalidAudience,
+    InvalidIssuer,
+    InvalidKey,
+    InvalidRequest,
+    SetError,
+)
 from caep.events import Event, UnrecognizedEvent, parse_event
 from caep.subjects import Subject, parse_subject, tenant_of
-from caep.trust import FORBIDDEN_ALGORITHMS, TrustedIssuer, TrustStore
+from caep.trust import FORBIDDEN_ALGORITHMS, TrustedIssuer, TrustStore, VerificationKey
 
 SET_TYPE = "secevent+jwt"
 DEFAULT_MAX_BYTES = 65536
@@ -131,6 +138,8 @@ def _parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
     one separator per member it kept, so it holds fewer colons than the input exactly when a
     member was dropped as a duplicate. An escaped colon (`\\u003a`) would break the count;
     such input, and nesting orjson cannot write back, is re-read once with a duplicate check.
+    Compact JSON without escapes (what most signers write) is written back byte for byte,
+    which proves it has no duplicate without counting.
     """
     try:
         value = orjson.loads(raw)
@@ -139,10 +148,14 @@ def _parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidRequest(f"{what} is not a JSON object")
     try:
-        counted = _ESCAPED_COLON not in raw and orjson.dumps(value).count(b":") == raw.count(b":")
+        written = orjson.dumps(value)
     except orjson.JSONEncodeError:  # nesting orjson can read (1024) but not write (255)
-        counted = False
-    if not counted:
+        written = b""
+    if written != raw and (
+        not written
+        or (b"\\" in raw and _ESCAPED_COLON in raw)
+        or written.count(b":") != raw.count(b":")
+    ):
         try:
             json.loads(raw, object_pairs_hook=_unique_keys)
         except InvalidRequest as exc:
@@ -150,6 +163,25 @@ def _parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
         except (ValueError, RecursionError):
             raise InvalidRequest(f"{what} is not valid JSON") from None
     return value
+
+
+@dataclass(slots=True)  # not frozen: a frozen init costs a microsecond per token
+class _Unsigned:
+    """A SET that passed every check up to its signature, and what checking that needs."""
+
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    issuer: TrustedIssuer
+    keys: tuple[VerificationKey, ...]
+    signing_input: bytes
+    signature: bytes
+
+    def signed(self) -> bool:
+        """Whether one of the candidate keys verifies the signature."""
+        for key in self.keys:  # noqa: SIM110 (a loop: no generator per token)
+            if key.check(self.signing_input, self.signature):
+                return True
+        return False
 
 
 class SetVerifier:
@@ -169,8 +201,66 @@ class SetVerifier:
 
     def verify(self, token: str | bytes, *, now: float | None = None) -> VerifiedSet:
         """Every check: the SET itself (`verify_envelope`), then each event and its subject
-        against their models. What every entry point calls."""
-        header, claims, issuer = self.verify_envelope(token, now=now)
+        against their models. What every entry point calls for one SET."""
+        return self._typed(*self.verify_envelope(token, now=now))
+
+    def verify_all(
+        self, tokens: Sequence[str | bytes], *, now: float | None = None
+    ) -> list[VerifiedSet | SetError]:
+        """`verify` for a batch: per token, its VerifiedSet or the SetError that refused it.
+
+        Each stage runs over the whole batch before the next one, so the public-key operations
+        run back to back: interleaved with the Python checks they cost about a fifth more
+        (the benchmark's batch row shows it)."""
+        results: list[VerifiedSet | SetError] = []
+        for outcome in self.verify_envelopes(tokens, now=now):
+            if isinstance(outcome, SetError):
+                results.append(outcome)
+                continue
+            try:
+                results.append(self._typed(*outcome))
+            except SetError as error:
+                results.append(error)
+        return results
+
+    def verify_envelope(
+        self, token: str | bytes, *, now: float | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], TrustedIssuer]:
+        """The SET-level checks (JOSE header, signature, issuer, audience, claims), without
+        typing the event payloads: (header, claims, issuer)."""
+        unsigned = self._before_signature(token)
+        if not unsigned.signed():
+            raise InvalidKey("signature does not verify")
+        return self._after_signature(unsigned, time.time() if now is None else now)
+
+    def verify_envelopes(
+        self, tokens: Sequence[str | bytes], *, now: float | None = None
+    ) -> list[tuple[dict[str, Any], dict[str, Any], TrustedIssuer] | SetError]:
+        """`verify_envelope` for a batch, stage by stage (see `verify_all`)."""
+        staged: list[_Unsigned | SetError] = []
+        for token in tokens:
+            try:
+                staged.append(self._before_signature(token))
+            except SetError as error:
+                staged.append(error)
+        signed = [not isinstance(item, SetError) and item.signed() for item in staged]
+        when = time.time() if now is None else now
+        results: list[tuple[dict[str, Any], dict[str, Any], TrustedIssuer] | SetError] = []
+        for item, holds in zip(staged, signed, strict=True):
+            if isinstance(item, SetError):
+                results.append(item)
+            elif not holds:
+                results.append(InvalidKey("signature does not verify"))
+            else:
+                try:
+                    results.append(self._after_signature(item, when))
+                except SetError as error:
+                    results.append(error)
+        return results
+
+    def _typed(
+        self, header: dict[str, Any], claims: dict[str, Any], issuer: TrustedIssuer
+    ) -> VerifiedSet:
         items = self._typed_events(claims)
         bound = issuer.config.tenant
         if bound is not None:  # an issuer bound to a tenant speaks for that tenant only
@@ -182,11 +272,8 @@ class SetVerifier:
                         f"only; the subject names tenant {_show(named)}")
         return VerifiedSet(header=header, claims=claims, issuer=issuer, items=items)
 
-    def verify_envelope(
-        self, token: str | bytes, *, now: float | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any], TrustedIssuer]:
-        """The SET-level checks (JOSE header, signature, issuer, audience, claims), without
-        typing the event payloads: (header, claims, issuer)."""
+    def _before_signature(self, token: str | bytes) -> _Unsigned:
+        """Every check an attacker's bytes meet before a public-key operation is spent."""
         if isinstance(token, str):
             if len(token) > self.max_bytes:
                 raise InvalidRequest(f"SET larger than {self.max_bytes} bytes")
@@ -201,17 +288,17 @@ class SetVerifier:
             raw = token.strip()
         else:
             raise InvalidRequest("SET must be a string")
-        try:
-            header_b64, payload_b64, signature_b64 = raw.split(b".")
-        except ValueError:
+        first = raw.find(b".")  # three finds: a third of what split costs
+        second = raw.find(b".", first + 1)
+        if first < 0 or second < 0 or raw.find(b".", second + 1) >= 0:
             if raw.count(b".") == 4:
-                raise InvalidRequest("encrypted SETs (JWE) are not supported") from None
-            raise InvalidRequest(
-                "not a compact JWS: expected three dot-separated parts") from None
+                raise InvalidRequest("encrypted SETs (JWE) are not supported")
+            raise InvalidRequest("not a compact JWS: expected three dot-separated parts")
 
-        header, alg, kid = self._header(header_b64)
+        header, alg, kid = self._header(raw[:first])
 
-        claims = _parse_json_object(_b64decode(payload_b64, "SET payload"), "SET payload")
+        claims = _parse_json_object(_b64decode(raw[first + 1:second], "SET payload"),
+                                    "SET payload")
         iss = claims.get("iss")
         if not isinstance(iss, str) or not iss:
             raise InvalidRequest("SET has no iss")
@@ -224,17 +311,14 @@ class SetVerifier:
         keys = issuer.candidates(kid, alg)
         if not keys:
             raise UnknownKey(f"no key of issuer {iss!r} with kid {_show(kid)} for {alg}", issuer)
+        signature = _b64decode(raw[second + 1:], "signature")
+        return _Unsigned(header, claims, issuer, keys, raw[:second], signature)
 
-        signature = _b64decode(signature_b64, "signature")
-        signing_input = raw[: len(header_b64) + 1 + len(payload_b64)]
-        for key in keys:
-            if key.check(signing_input, signature):
-                break
-        else:
-            raise InvalidKey("signature does not verify")
-
-        self._check_claims(claims, issuer, time.time() if now is None else now)
-        return dict(header), claims, issuer
+    def _after_signature(
+        self, unsigned: _Unsigned, now: float
+    ) -> tuple[dict[str, Any], dict[str, Any], TrustedIssuer]:
+        self._check_claims(unsigned.claims, unsigned.issuer, now)
+        return dict(unsigned.header), unsigned.claims, unsigned.issuer
 
     def _header(self, header_b64: bytes) -> tuple[dict[str, Any], str, str | None]:
         """The checked JOSE header: (header, alg, kid). Every token of one key carries the same

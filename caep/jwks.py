@@ -14,13 +14,13 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
 from caep.codec import SetVerifier, UnknownKey, VerifiedSet
-from caep.errors import ConfigError
+from caep.errors import ConfigError, SetError
 from caep.trust import IssuerConfig, TrustedIssuer, load_jwks
 
 log = logging.getLogger("caep.jwks")
@@ -105,11 +105,39 @@ class KeyRefresher:
         try:
             return verifier.verify(token)
         except UnknownKey as exc:
-            issuer = exc.issuer
-            if not self.due(issuer):
+            if not await self._arefresh(exc.issuer):
                 raise
-            lock = self._locks.setdefault(issuer.config.iss, asyncio.Lock())
-            async with lock:
-                if self.due(issuer) and not await asyncio.to_thread(self.refresh, issuer):
-                    raise
         return verifier.verify(token)
+
+    async def averify_all(
+        self, verifier: SetVerifier, tokens: Sequence[str | bytes]
+    ) -> list[VerifiedSet | SetError]:
+        """`averify` for a batch (`SetVerifier.verify_all`): the tokens refused for an unknown
+        `kid` are verified again once their issuer's keys were refreshed, if it was due."""
+        outcomes = verifier.verify_all(tokens)
+        refreshed: dict[str, bool] = {}
+        again: list[int] = []
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, UnknownKey):
+                iss = outcome.issuer.config.iss
+                if iss not in refreshed:
+                    refreshed[iss] = await self._arefresh(outcome.issuer)
+                if refreshed[iss]:
+                    again.append(index)
+        if again:
+            for index, outcome in zip(again, verifier.verify_all([tokens[i] for i in again]),
+                                      strict=True):
+                outcomes[index] = outcome
+        return outcomes
+
+    async def _arefresh(self, issuer: TrustedIssuer) -> bool:
+        """`refresh` in a thread, one at a time per issuer. True when a token refused for an
+        unknown `kid` is worth verifying again: new keys are in, or another task refreshed
+        while this one waited for it."""
+        if not self.due(issuer):
+            return False
+        lock = self._locks.setdefault(issuer.config.iss, asyncio.Lock())
+        async with lock:
+            if not self.due(issuer):
+                return True
+            return await asyncio.to_thread(self.refresh, issuer)

@@ -236,13 +236,12 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
             box = outbox()
             taken: list[tuple[Any, bytes]] = []
             batch_pairs: set[bytes] = set()
-            for event in events:
+            outcomes = await refresher.averify_all(verifier, [event.value for event in events])
+            for event, verified in zip(events, outcomes, strict=True):
                 processed(event)
-                try:
-                    verified = await refresher.averify(verifier, event.value)
-                except SetError as error:
-                    metrics.events_in.labels("unverified", error.code.value).inc()
-                    dead_letter_to(box, error, event)
+                if isinstance(verified, SetError):
+                    metrics.events_in.labels("unverified", verified.code.value).inc()
+                    dead_letter_to(box, verified, event)
                     continue
                 kinds = [event_name(item.event_type) for item in verified.items]
                 pair = replay_key(verified.iss, verified.jti)

@@ -89,24 +89,26 @@ def test_quick_codec_benchmark_produces_all_figures(quick: dict[str, QuickRun]) 
     assert {"cpu_count", "python", "timestamp"} <= entry["machine"].keys()
     details = entry["details"]
     for alg in ALGORITHMS:
-        for contender in ("engine", "baseline", "ceiling"):
+        for contender in ("batch", "engine", "baseline", "ceiling"):
             assert details["verify"][alg][contender]["median"] > 0, (alg, contender)
         for contender in ("sign_set", "sign_ceiling"):
             assert details["signing"][alg][contender]["median"] > 0, (alg, contender)
-        for ratio in ("engine/baseline", "engine/ceiling"):
+        for ratio in ("batch/baseline", "batch/ceiling", "engine/baseline", "engine/ceiling"):
             assert details["ratios"][alg][ratio] > 0, (alg, ratio)
     assert details["json"]["orjson"]["us_per_token"] > 0
     assert details["json"]["pairs_hook"]["us_per_token"] > 0
     checks = {check["name"]: check for check in entry["checks"]}
     assert set(checks) == {f"{alg} {ratio}" for alg in ALGORITHMS
-                           for ratio in ("engine/baseline", "engine/ceiling")}
+                           for ratio in ("batch/baseline", "batch/ceiling")}
     assert all(isinstance(check["met"], bool) for check in checks.values())
     assert all(figure["value"] > 0 for figure in entry["figures"])
 
-    for line in ("engine/baseline", "engine/ceiling", "duplicate-JSON-key detection"):
+    for line in ("batch/baseline", "batch/ceiling", "engine/baseline", "engine/ceiling",
+                 "duplicate-JSON-key detection"):
         assert line in run.stdout
     for alg in ALGORITHMS:
         assert f"{alg}  engine" in run.stdout
+        assert f"{alg}  batch" in run.stdout
 
 
 def test_quick_evaluation_benchmark_produces_rate_and_memory_figures(

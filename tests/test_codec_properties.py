@@ -46,6 +46,7 @@ SPEC_EXAMPLES = Path(__file__).parent / "spec_examples"
 
 MUTATION_EXAMPLES = 3000
 POSITIVE_EXAMPLES = 300
+BATCH_EXAMPLES = 150
 TEXT_EXAMPLES = 1000
 BYTES_EXAMPLES = 1000
 STRUCTURED_EXAMPLES = 800
@@ -616,6 +617,37 @@ def test_no_single_mutation_of_a_valid_set_is_accepted(mutation: Mutation,
     if mutation.code is not None:
         assert result.code is mutation.code, (
             f"{mutation.kind}: {result.code.value}: {result.description}")
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+def _same_outcome(batch: VerifiedSet | SetError, single: VerifiedSet | SetError) -> bool:
+    if isinstance(single, VerifiedSet):
+        return (isinstance(batch, VerifiedSet) and batch.header == single.header
+                and batch.claims == single.claims and batch.items == single.items
+                and batch.issuer is single.issuer)
+    return (type(batch) is type(single) and batch.code is single.code
+            and batch.description == single.description)
+
+
+@settings(max_examples=BATCH_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.lists(st.sampled_from(POOL).map(lambda s: s.token)
+                | mutations().map(lambda m: m.token)
+                | st.text(max_size=60) | st.binary(max_size=60)
+                | st.sampled_from([None, 42, ["a.b.c"]]), max_size=12))
+def test_a_batch_gets_per_token_exactly_what_verify_gives(tokens: list[Any]) -> None:
+    """verify_all stages a batch (every token's checks before any signature); each token
+    still gets what verify alone gives it, whatever its neighbours."""
+    batch = VERIFIER.verify_all(tokens, now=NOW)
+    assert len(batch) == len(tokens)
+    for token, outcome in zip(tokens, batch, strict=True):
+        single = verify(token)
+        assert _same_outcome(outcome, single), (token, outcome, single)
+    envelopes = VERIFIER.verify_envelopes(tokens, now=NOW)
+    for outcome, envelope in zip(batch, envelopes, strict=True):
+        if isinstance(outcome, VerifiedSet):
+            assert envelope == (outcome.header, outcome.claims, outcome.issuer)
 
 
 # --- total function ---------------------------------------------------------------------------

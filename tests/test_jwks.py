@@ -197,6 +197,31 @@ def test_async_flood_keeps_the_event_loop_responsive_and_fetches_once(
     assert ticks > 0
 
 
+def test_a_batch_refreshes_once_and_verifies_the_rotated_keys_tokens_again(
+    jwks_server: JwksServer,
+) -> None:
+    """The worker's path (`averify_all`): a batch naming the new key and random kids costs one
+    fetch; the new key's tokens are then accepted, the random kids still refused."""
+    store = TrustStore.from_file(jwks_server.trust_file())
+    verifier = SetVerifier(store)
+    clock = FakeClock()
+    refresher = KeyRefresher(clock=clock)
+    jwks_server.jwks = jwks_of(OLD_KEY, NEW_KEY)
+    batch = [token(OLD_KEY), token(NEW_KEY), token(NEW_KEY, kid=uuid.uuid4().hex),
+             "not a SET", token(NEW_KEY), token(NEW_KEY, kid=uuid.uuid4().hex)]
+
+    outcomes = asyncio.run(refresher.averify_all(verifier, batch))
+
+    assert jwks_server.requests == 2
+    assert [type(o).__name__ for o in outcomes] == [
+        "VerifiedSet", "VerifiedSet", "UnknownKey", "InvalidRequest", "VerifiedSet",
+        "UnknownKey"]
+    flood = [token(NEW_KEY, kid=uuid.uuid4().hex) for _ in range(50)]
+    assert all(isinstance(o, UnknownKey)
+               for o in asyncio.run(refresher.averify_all(verifier, flood)))
+    assert jwks_server.requests == 2, "within the interval a batch of unknown kids fetches nothing"
+
+
 def test_failed_refresh_keeps_the_old_keys(jwks_server: JwksServer) -> None:
     store = TrustStore.from_file(jwks_server.trust_file())
     verifier = SetVerifier(store)
