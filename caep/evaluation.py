@@ -33,7 +33,7 @@ from caep.events import (
 )
 from caep.policy import Mode, Policy, Rule, event_name
 from caep.scoring import add_signal, current_risk, impossible_travel, set_floor
-from caep.state import MAX_DEVICES, MAX_SEEN, Session, Signal, SubjectState
+from caep.state import MAX_DEVICES, MAX_SEEN, Session, Signal, SubjectState, seen_mark
 from caep.subjects import device_of, partition_key, session_id_of, subject_key
 
 
@@ -400,7 +400,7 @@ class _Run:
         _sweep(self, self.policy)
         remembered = self.state.seen
         if seen is not None:
-            remembered = (*remembered, seen)[-MAX_SEEN:]
+            remembered = (*remembered, seen_mark(seen))[-MAX_SEEN:]
         state = self.state.with_changes(sessions=self.sessions, revoked_at=self.revoked_at,
                                         seen=remembered, risk_floor=self.risk_floor)
         return state, self.decisions
@@ -424,7 +424,7 @@ def _bands(run: _Run, sessions: Iterable[Session]) -> dict[str, str]:
 
 def _evaluate_event(state: SubjectState, event: SecurityEvent, policy: Policy,
                     now: float) -> tuple[SubjectState, list[Decision]]:
-    if event.cause in state.seen:
+    if seen_mark(event.cause) in state.seen:
         return state, []
     name = event_name(event.event_type)
     run = _Run(state, policy, now, event.cause, name, jti=event.jti, iss=event.iss)
@@ -508,7 +508,7 @@ def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: P
                        now: float, *, cause: str | None = None,
                        source: str | None = None) -> tuple[SubjectState, list[Decision]]:
     cause = cause or activity.dedupe_key()
-    if cause in state.seen:
+    if seen_mark(cause) in state.seen:
         return state, []
     # Presentations reported as activity are idempotent by their time and too frequent to
     # remember; everything else, a session-presented SET included, is remembered by its id.
@@ -685,7 +685,20 @@ def _evaluate_time(state: SubjectState, policy: Policy,
             run.cause = f"{name}:{session_id}:{due!r}"
             run.source = name
             run.apply_rules(name, [run.sessions[session_id]], {}, due, {})
+    for session_id, session in list(run.sessions.items()):
+        if not session.active and forget_at(session, policy) <= now:
+            del run.sessions[session_id]
     return run.finish(None)
+
+
+def forget_at(session: Session, policy: Policy) -> float:
+    """When a session that is no longer active leaves the state. It was established before it
+    ended and lives at most the policy's absolute lifetime, so past that (plus clock skew) no
+    token of it can be presented, and its tombstone guards nothing: the relying services' view
+    keeps a revocation just as long (caep/client/view.py). Without this a subject's state
+    would grow by every session it ever had."""
+    ended = max(session.established_at, session.last_seen, session.revoked_at or 0.0)
+    return ended + policy.lifetimes.absolute_seconds + policy.lifetimes.clock_skew_seconds
 
 
 def next_deadline(state: SubjectState, policy: Policy) -> float | None:
@@ -697,6 +710,8 @@ def next_deadline(state: SubjectState, policy: Policy) -> float | None:
                                  s.established_at + policy.lifetimes.absolute_seconds))
             if s.elevated_until is not None:
                 deadlines.append(s.elevated_until)
+        else:
+            deadlines.append(forget_at(s, policy))
     return min(deadlines) if deadlines else None
 
 

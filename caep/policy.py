@@ -85,6 +85,7 @@ class Scoring(_Strict):
 class Lifetimes(_Strict):
     idle_seconds: float = Field(default=3600, gt=0)
     absolute_seconds: float = Field(default=86400, gt=0)
+    clock_skew_seconds: float = Field(default=60, ge=0)
 
 
 class Rule(_Strict):

@@ -80,7 +80,7 @@ from hypothesis.stateful import (
 
 from caep.activity import ActivityKind, Geo, SessionActivity
 from caep.decisions import Action, Decision
-from caep.evaluation import EngineInput, SecurityEvent, Tick, evaluate
+from caep.evaluation import EngineInput, SecurityEvent, Tick, evaluate, forget_at
 from caep.events import (
     AccountDisabled,
     AssuranceLevelChange,
@@ -344,6 +344,10 @@ class EvaluationMachine(RuleBasedStateMachine):
         # what was observed of the engine
         self.ever_revoked: set[str] = set()
         self.ever_ended: set[str] = set()
+        # forgetting: a session no longer active leaves the state at `forget_at`; what the
+        # inputs said of it before then no longer binds the engine (those inputs are stale)
+        self.about: dict[str, str | None] = {}  # input identity -> the session it names
+        self.stale: set[str] = set()
         self.samples: list[tuple[SubjectState, bytes, EngineInput, float, SubjectState,
                                  list[Decision]]] = []
 
@@ -407,7 +411,9 @@ class EvaluationMachine(RuleBasedStateMachine):
         prior = self.state
         ident = identity(item)
         new, decisions = evaluate(prior, item, ENFORCE, self.now)
-        if ident is not None and ident in self.applied_ids and len(self.applied_ids) < MAX_SEEN:
+        self._check_forgetting(prior, new, item)
+        if (ident is not None and ident in self.applied_ids and ident not in self.stale
+                and len(self.applied_ids) < MAX_SEEN):
             label("redelivery")
             assert new == prior, f"redelivered {ident} changed the state"
             assert not decisions, f"redelivered {ident} decided again: {decisions}"
@@ -428,8 +434,35 @@ class EvaluationMachine(RuleBasedStateMachine):
                         (prior, prior.to_bytes(), item, self.now, new, decisions)]
         if ident is not None and ident not in self.applied_ids:
             self.applied_ids.add(ident)
+            self.about[ident] = getattr(item, "session_id", None)
             self._learn(item)
         self.state = new
+
+    def _check_forgetting(self, prior: SubjectState, new: SubjectState,
+                          item: EngineInput) -> None:
+        """Only time forgets, only sessions no longer active, never before `forget_at` and
+        never later than the first tick after it."""
+        gone = sorted(set(prior.sessions) - set(new.sessions))
+        if not isinstance(item, Tick):
+            assert not gone, f"{item} made the engine forget {gone}"
+            return
+        for sid in gone:
+            session = prior.sessions[sid]
+            assert not session.active, f"forgot active session {sid}"
+            assert self.now >= forget_at(session, ENFORCE), f"forgot {sid} too early"
+            label("forgot a session")
+            self._forget(sid)
+        overdue = sorted(sid for sid, s in new.sessions.items()
+                         if not s.active and forget_at(s, ENFORCE) <= self.now)
+        assert not overdue, f"a tick at {self.now} kept sessions past their forget_at: {overdue}"
+
+    def _forget(self, sid: str) -> None:
+        self.stale |= {ident for ident, about in self.about.items() if about == sid}
+        for facts in (self.explicit_revoked, self.declared, self.ended, self.ever_revoked,
+                      self.ever_ended):
+            facts.discard(sid)
+        self.established_min.pop(sid, None)
+        self.existed_min.pop(sid, None)
 
     def _learn(self, item: EngineInput) -> None:
         """The oracle: what the input obliges, without asking the engine."""
