@@ -396,11 +396,12 @@ class _Run:
             if session.active and session.established_at <= occurred_at:
                 self.revoke(session, rule, f"{name}: all sessions of the subject")
 
-    def finish(self, seen: str | None) -> tuple[SubjectState, list[Decision]]:
+    def finish(self, mark: str | None) -> tuple[SubjectState, list[Decision]]:
+        """The new state, remembering the input by its `seen_mark` (None: not remembered)."""
         _sweep(self, self.policy)
         remembered = self.state.seen
-        if seen is not None:
-            remembered = (*remembered, seen_mark(seen))[-MAX_SEEN:]
+        if mark is not None:
+            remembered = (*remembered, mark)[-MAX_SEEN:]
         state = self.state.with_changes(sessions=self.sessions, revoked_at=self.revoked_at,
                                         seen=remembered, risk_floor=self.risk_floor)
         return state, self.decisions
@@ -424,7 +425,8 @@ def _bands(run: _Run, sessions: Iterable[Session]) -> dict[str, str]:
 
 def _evaluate_event(state: SubjectState, event: SecurityEvent, policy: Policy,
                     now: float) -> tuple[SubjectState, list[Decision]]:
-    if seen_mark(event.cause) in state.seen:
+    mark = seen_mark(event.cause)
+    if mark in state.seen:
         return state, []
     name = event_name(event.event_type)
     run = _Run(state, policy, now, event.cause, name, jti=event.jti, iss=event.iss)
@@ -501,18 +503,19 @@ def _evaluate_event(state: SubjectState, event: SecurityEvent, policy: Policy,
     for target in targets:
         session = run.sessions[target.session_id]
         run.refresh_flags(session, None, [f"{name} changed the risk band"])
-    return run.finish(event.cause)
+    return run.finish(mark)
 
 
 def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: Policy,
                        now: float, *, cause: str | None = None,
                        source: str | None = None) -> tuple[SubjectState, list[Decision]]:
     cause = cause or activity.dedupe_key()
-    if seen_mark(cause) in state.seen:
+    mark = seen_mark(cause)
+    if mark in state.seen:
         return state, []
     # Presentations reported as activity are idempotent by their time and too frequent to
     # remember; everything else, a session-presented SET included, is remembered by its id.
-    remembered = None if activity.kind == "presented" and source is None else cause
+    remembered = None if activity.kind == "presented" and source is None else mark
     name = source or f"activity:{activity.kind}"
     run = _Run(state, policy, now, cause, name)
     at = activity.observed_at
@@ -531,7 +534,7 @@ def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: P
         if activity.kind == "ended":
             # Kept as a tombstone, so a later report cannot bring the session back.
             run.sessions[session.session_id] = session.with_changes(status="ended")
-            return run.finish(cause)
+            return run.finish(mark)
         if activity.elevated_until is not None and activity.elevated_until > now:
             session = session.with_changes(sticky_flags=(("elevated", True),))
         if run.risk_floor is not None:
@@ -543,7 +546,7 @@ def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: P
         run.apply_rules(name, [session], {}, at, {})
         run.refresh_flags(run.sessions[session.session_id], None, ["session established"])
         _check_standing(run, run.sessions[session.session_id], policy)
-        return run.finish(cause)
+        return run.finish(mark)
 
     if not existing.active:
         return run.finish(remembered)
@@ -562,7 +565,7 @@ def _evaluate_activity(state: SubjectState, activity: SessionActivity, policy: P
 
     if activity.kind == "ended":
         run.sessions[session.session_id] = session.with_changes(status="ended")
-        return run.finish(cause)
+        return run.finish(mark)
     if activity.kind == "presented" and at <= session.last_seen:
         # No newer than what was already seen: a redelivery or a stale report, nothing new.
         return run.finish(remembered)

@@ -17,6 +17,7 @@ import pytest
 
 from caep.codec import sign_set
 from caep.keys import generate_jwk, jwks_of, private_key
+from caep.policy import default_policy_text
 from streams.broker import EmbeddedBroker
 from streams.kafka_io import publish, watch
 from streams.topics import ensure_topics
@@ -62,6 +63,17 @@ class Idp:
 
     def sign(self, claims: dict[str, Any]) -> str:
         return sign_set(claims, private_key(self.jwk), kid=self.jwk["kid"])
+
+
+def write_policy(directory: Path, **settings: float) -> Path:
+    """The default policy file with some of its `name = value` lines set otherwise."""
+    text = default_policy_text()
+    for name, value in settings.items():
+        line = next(line for line in text.splitlines() if line.startswith(f"{name} ="))
+        text = text.replace(line, f"{name} = {value}", 1)
+    path = directory / "policy.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def write_trust(directory: Path, jwk: dict[str, Any], **extra: str) -> Path:

@@ -13,21 +13,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from caep.policy import default_policy_text
-from tests.conftest import Idp, collect, fresh_topics, produce, start_worker, stop_worker
+from tests.conftest import (
+    Idp,
+    collect,
+    fresh_topics,
+    produce,
+    start_worker,
+    stop_worker,
+    write_policy,
+)
 
 ABSOLUTE = 4
 SKEW = 1
-
-
-def short_lived_policy(directory: Path) -> Path:
-    text = default_policy_text()
-    for name, value in (("absolute_seconds", ABSOLUTE), ("clock_skew_seconds", SKEW)):
-        line = next(line for line in text.splitlines() if line.startswith(f"{name} ="))
-        text = text.replace(line, f"{name} = {value}", 1)
-    path = directory / "policy.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_a_revoked_session_is_forgotten_after_its_absolute_lifetime(
@@ -35,7 +32,8 @@ def test_a_revoked_session_is_forgotten_after_its_absolute_lifetime(
     topics = fresh_topics(bootstrap)
     app_id = f"caep-forget-{uuid.uuid4().hex[:8]}"
     worker = start_worker(bootstrap, idp.trust_file, topics, CAEP_APP_ID=app_id,
-                          CAEP_POLICY_FILE=str(short_lived_policy(tmp_path)),
+                          CAEP_POLICY_FILE=str(write_policy(
+                              tmp_path, absolute_seconds=ABSOLUTE, clock_skew_seconds=SKEW)),
                           CAEP_TICK_INTERVAL_SECONDS="0.2")
     try:
         worker.wait_ready()

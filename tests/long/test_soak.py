@@ -62,8 +62,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from caep.codec import sign_set
 from caep.keys import generate_jwk, jwks_of, private_key
-from caep.policy import default_policy_text
-from tests.conftest import AUDIENCE, ISSUER, fresh_topics, start_worker, stop_worker
+from tests.conftest import (
+    AUDIENCE,
+    ISSUER,
+    fresh_topics,
+    start_worker,
+    stop_worker,
+    write_policy,
+)
 from tests.edge_support import PUSH_TOKEN, edge_settings, running_edge
 
 CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
@@ -411,17 +417,6 @@ def windows(values: list[tuple[float, float]], start: float, width: float = 10.0
             for k, v in sorted(buckets.items())]
 
 
-def soak_policy(directory: Path) -> Path:
-    """The default policy with the soak's short lifetime (see the module's docstring)."""
-    text = default_policy_text()
-    for name, value in (("absolute_seconds", LIFETIME), ("clock_skew_seconds", CLOCK_SKEW)):
-        line = next(line for line in text.splitlines() if line.startswith(f"{name} ="))
-        text = text.replace(line, f"{name} = {value}", 1)
-    path = directory / "policy.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def test_soak_sustained_rate_through_the_edge(bootstrap: str, tmp_path: Path) -> None:
     shape = profile()
     count = int(shape.rate * shape.seconds)
@@ -440,7 +435,9 @@ def test_soak_sustained_rate_through_the_edge(bootstrap: str, tmp_path: Path) ->
                           CAEP_APP_ID=f"caep-soak-{uuid.uuid4().hex[:8]}",
                           CAEP_LOG_LEVEL="warning",
                           CAEP_REPLAY_WINDOW_SECONDS=str(REPLAY_WINDOW),
-                          CAEP_POLICY_FILE=str(soak_policy(tmp_path)))
+                          CAEP_POLICY_FILE=str(write_policy(
+                              tmp_path, absolute_seconds=LIFETIME,
+                              clock_skew_seconds=CLOCK_SKEW)))
     settings = edge_settings(bootstrap, trust, tmp_path,
                              topic_security_events=topics.security_events,
                              topic_decisions=topics.decisions, topic_partitions=4)
