@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,22 +65,31 @@ def _bootstrap_or_embedded(settings: Settings) -> Iterator[tuple[str, bool]]:
         yield broker.bootstrap, True
 
 
-def _wait_for_signal() -> None:
-    received: list[int] = []
+class _StopSignals:
+    """SIGINT/SIGTERM recorded from before the bootstrap line is printed.
 
-    def handler(signum: int, _frame: Any) -> None:
-        received.append(signum)
+    Installed first, so a caller that signals as soon as it reads the line never meets
+    Python's default SIGINT (a KeyboardInterrupt, exit 130) instead of a clean stop.
+    """
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    while not received:
-        signal.pause()
+    def __init__(self) -> None:
+        self._stopped = threading.Event()
+        signal.signal(signal.SIGTERM, self._record)
+        signal.signal(signal.SIGINT, self._record)
+
+    def _record(self, _signum: int, _frame: Any) -> None:
+        self._stopped.set()
+
+    def wait(self) -> None:
+        """Blocks until a signal; unlike pause(), one that came before the call is not missed."""
+        self._stopped.wait()
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
+    stop = _StopSignals()
     with EmbeddedBroker(port=args.port) as broker:
         print(f"bootstrap={broker.bootstrap}", flush=True)
-        _wait_for_signal()
+        stop.wait()
     return 0
 
 

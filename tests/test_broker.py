@@ -68,6 +68,23 @@ def test_cli_broker_missing_binary_is_one_line() -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_cli_broker_stops_cleanly_on_a_signal_sent_the_moment_the_line_is_read(
+        signum: int) -> None:
+    """A supervisor may signal as soon as it has the bootstrap line: exit 0, not 130."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "streams.cli", "broker", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == f"bootstrap=127.0.0.1:{port}"
+        process.send_signal(signum)
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_cli_broker_prints_bootstrap_and_stops_on_signal(signum: int) -> None:
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "streams.cli", "broker", "--port", str(port)],
