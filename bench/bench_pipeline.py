@@ -32,6 +32,7 @@ import asyncio
 import collections
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -118,38 +119,70 @@ def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes
         return None
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
                              "--rate", "200", "--format", "raw", "--idle", "--nonblocking",
-                             "--output", str(out)], stdout=subprocess.DEVNULL,
+                             "--threads", "--output", str(out)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
 
-IDLE_MARKERS = ("select (selectors.py", "_run_once (asyncio/base_events.py", "epoll")
+# Functions whose share of the event loop's working samples says where a SET's time goes:
+# a sample counts for every one of them on its stack.
+STAGES = (
+    ("ingest agent (streams/app.py)", "create_app.<locals>.ingest "),
+    ("  verify (SetVerifier.verify_all)", "SetVerifier.verify_all "),
+    ("evaluate agent (streams/app.py)", "create_app.<locals>.evaluate_inputs "),
+    ("  evaluate (caep.evaluation)", "evaluate (caep/evaluation.py"),
+    ("  outbox flushes (streams/outbox.py)", "Outbox.flush "),
+    ("faust: consumer drain loop, per record", "Consumer._drain_messages "),
+    ("mode's wait_first (faust wraps each record's hand-over in it)", "Service.wait_first "),
+    ("faust: stream iteration and acks", "Stream._c_aiter "),
+    ("aiokafka: producer sender", "Sender._sender_routine "),
+)
+
+
+def _is_idle(leaf: str) -> bool:
+    return ("select" in leaf and "selectors" in leaf) or "epoll" in leaf or "poll (" in leaf
 
 
 def summarize_profile(raw: Path, top: int = 14) -> dict[str, Any]:
-    """py-spy's collapsed stacks, as shares: waiting (the event loop idle in epoll), and where
-    the working samples are, by the innermost frame of this project, faust, mode or aiokafka
-    and by leaf function."""
+    """py-spy's collapsed stacks (`--threads`) as shares of the event loop's thread, the one
+    that runs the engine (aiokafka's consumer has a thread of its own, reported apart): how
+    much of it is waiting (idle in epoll), and where its working samples are, by the innermost
+    frame of this project, faust, mode or aiokafka, by leaf function and by stage (STAGES)."""
     own: collections.Counter[str] = collections.Counter()
     area: collections.Counter[str] = collections.Counter()
-    total = idle = 0
+    stages: collections.Counter[str] = collections.Counter()
+    total = idle = other = other_idle = 0
     for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         frames = stack.split(";")
+        if frames[0].startswith("thread ("):
+            thread, frames = frames[0], frames[1:]
+            if not thread.endswith("MainThread"):
+                other += count
+                other_idle += count if frames and _is_idle(frames[-1]) else 0
+                continue
+        if not frames:
+            continue
         total += count
-        leaf = frames[-1]
-        if ("select" in leaf and "selectors" in leaf) or "epoll" in leaf or "poll (" in leaf:
+        if _is_idle(frames[-1]):
             idle += count
             continue
-        own[_short(leaf)] += count
+        own[_short(frames[-1])] += count
         area[_area(frames)] += count
+        joined = ";".join(frames)
+        for name, marker in STAGES:
+            if marker in joined:
+                stages[name] += count
     working = max(1, total - idle)
     return {
         "samples": total, "idle_share": idle / max(1, total),
+        "other_threads_samples": other,
+        "other_threads_busy_share": (other - other_idle) / max(1, other),
         "areas": {name: n / working for name, n in area.most_common(top)},
         "leaves": {name: n / working for name, n in own.most_common(top)},
+        "stages": {name: stages[name] / working for name, _ in STAGES},
     }
 
 
@@ -190,13 +223,13 @@ def engine_run(bootstrap: str, idp: harness.Idp, topics: harness.Topics, count: 
         ready = worker.wait_ready()
         cpu_before, wall_before = _cpu_seconds(worker.pid), time.perf_counter()
         if profile_out is not None:
-            spy = start_profile(worker.pid, max(2.0, min(20.0, expected_seconds * 0.6)),
-                                profile_out)
+            spy = start_profile(worker.pid, max(60.0, expected_seconds * 8), profile_out)
         decided = asyncio.run(harness.read(bootstrap, topics.name("decisions"), count,
                                            within=max(60.0, expected_seconds * 8)))
         busy = (_cpu_seconds(worker.pid) - cpu_before) / (time.perf_counter() - wall_before)
     finally:
         if spy is not None:
+            spy.send_signal(signal.SIGINT)  # the drain is over: py-spy writes and exits
             try:
                 spy.wait(60)
             except subprocess.TimeoutExpired:
@@ -238,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         idp = harness.make_idp(Path(scratch))
         tokens = signed_sets(idp, mode.sets)
         topics = harness.fresh_topics(bootstrap, harness.PARTITIONS, "moved-1", "moved-2")
-        records = [(f"user{i:07d}".encode(), token.encode()) for i, token in enumerate(tokens)]
+        records: list[tuple[bytes | None, bytes]] = [
+            (f"user{i:07d}".encode(), token.encode()) for i, token in enumerate(tokens)]
         publish_seconds = asyncio.run(harness.produce(bootstrap, topics.name("security-events"),
                                                       records))
         source = topics.name("security-events")
@@ -311,10 +345,16 @@ def _table(details: dict[str, Any], figures: list[results.Figure],
     lines += results.figure_lines(figures, checks)
     profile = details["profile"]
     if profile:
-        lines += ["", f"profile (py-spy, {profile['samples']:,} samples of the worker while it "
-                      f"drained): {profile['idle_share']:.0%} of them in the event loop's "
-                      "poll, which includes polls that return at once; of the other samples, "
-                      "by area (innermost frame that names one):"]
+        lines += ["", f"profile (py-spy, {profile['samples']:,} samples of the worker's event loop"
+                      f" thread while it drained): {profile['idle_share']:.0%} of them in the "
+                      "event loop's poll, which includes polls that return at once (aiokafka's"
+                      " consumer thread, apart: busy in "
+                      f"{profile.get('other_threads_busy_share', 0):.0%} of its samples); of "
+                      "the working samples, by stage (a sample counts for every stage on its "
+                      "stack; a task's stack starts at its coroutine, so what tasks run for "
+                      "faust is partly counted under asyncio only):"]
+        lines += [f"  {share:6.1%}  {name}" for name, share in profile.get("stages", {}).items()]
+        lines.append("  by area (innermost frame that names one):")
         lines += [f"  {share:6.1%}  {name}" for name, share in profile["areas"].items()]
         lines.append("  by leaf function:")
         lines += [f"  {share:6.1%}  {name}" for name, share in profile["leaves"].items()]
