@@ -50,8 +50,10 @@ def decided_all(jtis: set[str]) -> Callable[[list[dict[str, Any]]], bool]:
     return until
 
 
-def test_partitions_the_dead_worker_never_committed_are_read_whole(bootstrap: str,
-                                                                   idp: Idp) -> None:
+def test_partitions_the_dead_worker_never_committed_are_read_whole(bootstrap: str, idp: Idp,
+                                                                   tmp_path: Path) -> None:
+    """On failure both workers' logs and every topic's records and offsets are left in
+    `tmp_path`."""
     topics = fresh_topics(bootstrap)
     app_id = f"caep-takeover-{uuid.uuid4().hex[:8]}"
     survivor = start_worker(bootstrap, idp.trust_file, topics, CAEP_APP_ID=app_id)
@@ -66,9 +68,15 @@ def test_partitions_the_dead_worker_never_committed_are_read_whole(bootstrap: st
         second = publish_revocations(bootstrap, idp, topics.security_events, "b")
         records = collect(bootstrap, topics.decisions, decided_all(second), timeout=60.0)
         missing = second - {r["value"].get("source_jti") for r in records}
+        if missing:
+            dump_topics(bootstrap, [*topics.names(), f"{app_id}-subjects-changelog",
+                                    f"{app_id}-taken-in-changelog"], app_id,
+                        tmp_path / "topics.txt")
+            for name, worker in (("killed", doomed), ("survivor", survivor)):
+                (tmp_path / f"{name}.log").write_text("".join(worker.output), encoding="utf-8")
         assert not missing, (
-            f"{len(missing)} of {USERS} revocations never decided after the takeover; "
-            "survivor said:\n" + "".join(survivor.output[-25:]))
+            f"{len(missing)} of {USERS} revocations never decided after the takeover ({missing}); "
+            f"logs and topics in {tmp_path}; survivor said:\n" + "".join(survivor.output[-25:]))
     finally:
         stop_worker(doomed)
         stop_worker(survivor)
