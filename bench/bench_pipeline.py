@@ -349,11 +349,11 @@ def _table(details: dict[str, Any], figures: list[results.Figure],
                       f" thread while it drained): {profile['idle_share']:.0%} of them in the "
                       "event loop's poll, which includes polls that return at once (aiokafka's"
                       " consumer thread, apart: busy in "
-                      f"{profile.get('other_threads_busy_share', 0):.0%} of its samples); of "
+                      f"{profile['other_threads_busy_share']:.0%} of its samples); of "
                       "the working samples, by stage (a sample counts for every stage on its "
                       "stack; a task's stack starts at its coroutine, so what tasks run for "
                       "faust is partly counted under asyncio only):"]
-        lines += [f"  {share:6.1%}  {name}" for name, share in profile.get("stages", {}).items()]
+        lines += [f"  {share:6.1%}  {name}" for name, share in profile["stages"].items()]
         lines.append("  by area (innermost frame that names one):")
         lines += [f"  {share:6.1%}  {name}" for name, share in profile["areas"].items()]
         lines.append("  by leaf function:")
