@@ -9,6 +9,12 @@ revocation never decided while every offset was committed). The transport asks `
 for every record and only delivers the one that comes next; anything else is dropped and,
 when it is ahead, the partition is rewound to the record that should come next.
 
+A rewind takes awaits (the earliest offset, the seek itself), and a rebalance can revoke and
+re-seek the partition in between; the rewind's offset is then stale, and setting it would put
+the expected offset past records the rebalance's seek reads again, which would be dropped as
+"already delivered". Every seek and revocation marks the partition (`mark`), and a rewind
+lands only if the mark it started from is still there (`rewound`).
+
 Pure bookkeeping, no I/O: the transport does the seeking.
 """
 
@@ -35,10 +41,12 @@ class Positions(Generic[_TP]):
 
     def __init__(self) -> None:
         self._next: dict[_TP, int] = {}
+        self._marks: dict[_TP, int] = {}
 
     def seeked(self, offsets: Mapping[_TP, int | None]) -> None:
         """The partitions were positioned here; None: unknown, take the next record as is."""
         for tp, offset in offsets.items():
+            self._marks[tp] = self._marks.get(tp, 0) + 1
             if offset is None:
                 self._next.pop(tp, None)
             else:
@@ -47,7 +55,24 @@ class Positions(Generic[_TP]):
     def revoked(self, tps: Iterable[_TP]) -> None:
         """Records of these partitions fetched before the rebalance are stale until a seek."""
         for tp in tps:
+            self._marks[tp] = self._marks.get(tp, 0) + 1
             self._next[tp] = _BLOCKED
+
+    def mark(self, tp: _TP) -> int:
+        """Changes with every seek and revocation of `tp`: what a rewind starts from."""
+        return self._marks.get(tp, 0)
+
+    def current(self, tp: _TP, mark: int) -> bool:
+        """No seek or revocation of `tp` since `mark` was taken."""
+        return self._marks.get(tp, 0) == mark
+
+    def rewound(self, tp: _TP, offset: int, mark: int) -> bool:
+        """A rewind to `offset` decided at `mark` landed: it counts only if nothing moved the
+        partition since (a rebalance's seek wins over it)."""
+        if not self.current(tp, mark):
+            return False
+        self.seeked({tp: offset})
+        return True
 
     def expected(self, tp: _TP) -> int | None:
         offset = self._next.get(tp)

@@ -84,9 +84,10 @@ class Consumer(faust_aiokafka.Consumer):
         self.positions.seeked({tp: read.get(tp) for tp in self._guarded(self.assignment())})
 
     async def seek(self, partition: TP, offset: int) -> None:
-        await super().seek(partition, offset)
         if self._guarded([partition]):
-            self.positions.seeked({partition: offset})
+            await self._seek_from(self.positions.mark(partition), partition, offset)
+        else:
+            await super().seek(partition, offset)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:  # noqa: ASYNC109
         positions = self.positions
@@ -115,18 +116,37 @@ class Consumer(faust_aiokafka.Consumer):
     async def _rewind(self, tp: TP, offset: int) -> None:
         """A record ahead of the next one came (fetched before a seek): read again from the
         next one, or from the first the broker still has if retention deleted it."""
-        want = self.positions.expected(tp)
+        positions = self.positions
+        mark = positions.mark(tp)
+        want = positions.expected(tp)
         if want is None:
             return
         earliest = (await self.earliest_offsets(tp)).get(tp, 0)
+        if not positions.current(tp, mark):
+            self._superseded(tp, want)
+            return
         if want < earliest:
             log.error("%s[%d]: records %d-%d were deleted before they were processed",
                       tp.topic, tp.partition, want, earliest - 1)
             want = earliest
         log.info("%s[%d]: got offset %d where %d comes next (fetched before a seek): "
                  "reading again from %d", tp.topic, tp.partition, offset,
-                 self.positions.expected(tp), want)
-        await self.seek(tp, want)
+                 positions.expected(tp), want)
+        await self._seek_from(mark, tp, want)
+
+    async def _seek_from(self, mark: int, tp: TP, offset: int) -> None:
+        """Seek an input partition; faust's read offset and ours follow only if no rebalance
+        moved it since `mark` (faust drops a record below its read offset, ours one below
+        the next): then the rebalance's seek stands, and a record ahead of it rewinds again."""
+        await self._seek(tp, offset)
+        if self.positions.rewound(tp, offset, mark):
+            self._read_offset[tp] = offset or None
+        else:
+            self._superseded(tp, offset)
+
+    def _superseded(self, tp: TP, offset: int) -> None:
+        log.info("%s[%d]: seek to %d superseded by a rebalance's own seek; reading on from "
+                 "where that put it", tp.topic, tp.partition, offset)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         log.warning("%s[%d]: offsets %d-%d missing from the log, counted as handled",

@@ -46,3 +46,29 @@ def test_whatever_arrives_the_delivered_offsets_are_consecutive_from_the_seek(
     positions.seeked({"p": start})
     delivered = [o for o in arrivals if positions.verdict("p", o) is DELIVER]
     assert delivered == list(range(start, start + len(delivered)))
+
+
+def test_a_rewind_overtaken_by_a_rebalance_does_not_land() -> None:
+    """A rewind decided at 300 awaits its seek; meanwhile a rebalance revokes the partition
+    and seeks it to the committed 250. Landing at 300 would drop 250-299 as delivered."""
+    positions: Positions[str] = Positions()
+    positions.seeked({"p": 300})
+    mark = positions.mark("p")
+    positions.revoked(["p"])
+    positions.seeked({"p": 250})
+    assert not positions.current("p", mark)
+    assert not positions.rewound("p", 300, mark)
+    assert positions.expected("p") == 250
+    assert positions.verdict("p", 250) is DELIVER
+
+
+def test_a_rewind_lands_when_nothing_moved_the_partition() -> None:
+    positions: Positions[str] = Positions()
+    positions.seeked({"p": 10, "q": 5})
+    assert positions.verdict("p", 40) is REWIND
+    mark = positions.mark("p")
+    positions.seeked({"q": 9})  # another partition's seek does not matter
+    positions.revoked(["r"])
+    assert positions.rewound("p", 10, mark)
+    assert not positions.rewound("p", 10, mark)  # the landed rewind is a move of its own
+    assert [positions.verdict("p", o) for o in (11, 10, 11)] == [REWIND, DELIVER, DELIVER]

@@ -1,0 +1,98 @@
+"""The transport's rewind (streams/transport.py) against a rebalance that overtakes it.
+
+A rewind awaits twice (the partition's earliest offset, then the seek). A rebalance that
+revokes the partition and seeks it to its committed offset in between must win: were the
+rewind's older target to land, the records from the committed offset up to it would be
+dropped as "already delivered" when they are read again (lost, though never processed).
+The broker is not needed: the two awaits are held open by hand and the rebalance's own
+moves (what `on_partitions_revoked` and `perform_seek` do) are made while they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from caep.settings import Settings
+from streams.app import create_app
+from tests.conftest import Idp
+
+
+class Held:
+    """An awaitable step of the consumer that waits until released."""
+
+    def __init__(self, result: Any = None) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.calls: list[tuple[Any, ...]] = []
+        self.result = result
+
+    async def __call__(self, *args: Any) -> Any:
+        self.calls.append(args)
+        self.entered.set()
+        await self.release.wait()
+        return self.result
+
+
+def make_consumer(idp: Idp, tmp_path: Path) -> Any:
+    settings = Settings(trust_file=idp.trust_file, app_id=f"t-{uuid.uuid4().hex[:8]}",
+                        data_dir=tmp_path)
+    app = create_app(settings, "127.0.0.1:9", idempotence=False)
+    consumer = app.consumer
+    consumer.partition = TP(settings.topic_engine_input, 0)
+    return consumer
+
+
+def rebalance(consumer: Any, committed: int) -> None:
+    tp = consumer.partition
+    consumer.positions.revoked([tp])
+    consumer._read_offset.pop(tp, None)
+    consumer.positions.seeked({tp: committed})
+    consumer._read_offset[tp] = committed
+
+
+async def rewind_with(idp: Idp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *,
+                      during: str | None) -> tuple[Any, list[tuple[Any, ...]]]:
+    """A rewind from 300 (a record at 401 came), with a rebalance to the committed 250
+    made while the step named `during` is held; the consumer and the seeks it made."""
+    consumer = make_consumer(idp, tmp_path)
+    tp = consumer.partition
+    earliest, seek = Held({tp: 0}), Held()
+    monkeypatch.setattr(consumer, "earliest_offsets", earliest)
+    monkeypatch.setattr(consumer, "_seek", seek)
+    consumer.positions.seeked({tp: 300})
+    consumer._read_offset[tp] = 299
+    task = asyncio.create_task(consumer._rewind(tp, 401))
+    for name, step in (("earliest offset", earliest), ("seek", seek)):
+        if name == during:
+            await asyncio.wait_for(step.entered.wait(), 5)
+            rebalance(consumer, committed=250)
+        step.release.set()
+    await asyncio.wait_for(task, 5)
+    return consumer, seek.calls
+
+
+@pytest.mark.parametrize("held", ["earliest offset", "seek"])
+def test_a_rebalance_during_a_rewind_keeps_its_own_position(
+        idp: Idp, tmp_path: Path, held: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer, seeks = asyncio.run(rewind_with(idp, tmp_path, monkeypatch, during=held))
+    tp = consumer.partition
+    assert consumer.positions.expected(tp) == 250
+    assert consumer._read_offset[tp] == 250
+    # Overtaken before it seeked, the rewind does not seek at all; after, its seek may reach
+    # the consumer after the rebalance's, and a record read from there rewinds again.
+    assert seeks == ([] if held == "earliest offset" else [(tp, 300)])
+
+
+def test_a_rewind_nothing_overtakes_lands(idp: Idp, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer, seeks = asyncio.run(rewind_with(idp, tmp_path, monkeypatch, during=None))
+    tp = consumer.partition
+    assert seeks == [(tp, 300)]
+    assert consumer.positions.expected(tp) == 300
+    assert consumer._read_offset[tp] == 300
