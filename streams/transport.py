@@ -1,4 +1,4 @@
-"""faust's aiokafka transport with three changes. Brokers use it through the scheme `caep-kafka://`.
+"""faust's aiokafka transport with four changes. Brokers use it through the scheme `caep-kafka://`.
 
 - A configurable fetch max-wait. faust hard-codes `fetch_max_wait_ms=1500`. Kafka answers a
   fetch as soon as data arrives, so there it only sets how often an idle consumer polls; Tansu
@@ -14,6 +14,8 @@
 - Every input partition's records reach its stream in offset order with none skipped: a
   record fetched before a seek and handed over after it is dropped and the partition read
   again from the record that comes next (`streams.positions`).
+- A table's recovery asked to read a changelog from an offset below 0 reads it from the
+  start instead of stopping the worker.
 """
 
 from __future__ import annotations
@@ -34,6 +36,18 @@ DEFAULT_FETCH_MAX_WAIT_MS = 100
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        """faust's recovery reads a changelog from where its offsets say, -1 meaning "from the
+        start"; another negative one (seen once on Tansu, in a standby's offsets while
+        workers were being killed) made aiokafka raise and the worker stop. Any offset below
+        0 means the start: the partition is read whole, never short."""
+        starts = {tp: offset for tp, offset in partitions.items() if offset < 0}
+        if starts:
+            log.warning("recovery asked to read %s from offsets below 0: reading them from "
+                        "the start", ", ".join(f"{tp.topic}[{tp.partition}]@{offset}"
+                                               for tp, offset in sorted(starts.items())))
+        await super().seek_wait({tp: max(offset, 0) for tp, offset in partitions.items()})
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads this when it builds its fetcher in start(), which has not run yet.

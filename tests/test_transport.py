@@ -96,3 +96,21 @@ def test_a_rewind_nothing_overtakes_lands(idp: Idp, tmp_path: Path,
     assert seeks == [(tp, 300)]
     assert consumer.positions.expected(tp) == 300
     assert consumer._read_offset[tp] == 300
+
+
+def test_recovery_asked_for_a_negative_offset_reads_from_the_start(
+        idp: Idp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chaos run's worker stopped when faust's recovery asked aiokafka to seek a standby
+    changelog partition to an offset below 0 ("Offset must be a positive integer")."""
+    consumer = make_consumer(idp, tmp_path)
+    thread = consumer._thread
+    seeks: list[dict[Any, int]] = []
+
+    async def call_thread(method: Any, _consumer: Any, partitions: dict[Any, int]) -> None:
+        seeks.append(dict(partitions))
+
+    monkeypatch.setattr(thread, "_ensure_consumer", lambda: None)
+    monkeypatch.setattr(thread, "call_thread", call_thread)
+    low, kept = TP("changelog", 0), TP("changelog", 1)
+    asyncio.run(thread.seek_wait({low: -5, kept: 7}))
+    assert seeks == [{low: 0, kept: 7}]
