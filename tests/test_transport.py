@@ -39,17 +39,15 @@ class Held:
         return self.result
 
 
-def make_consumer(idp: Idp, tmp_path: Path) -> Any:
+def make_consumer(idp: Idp, tmp_path: Path) -> tuple[Any, TP]:
+    """The transport's consumer of a fresh app, and an input partition it guards."""
     settings = Settings(trust_file=idp.trust_file, app_id=f"t-{uuid.uuid4().hex[:8]}",
                         data_dir=tmp_path)
     app = create_app(settings, "127.0.0.1:9", idempotence=False)
-    consumer = app.consumer
-    consumer.partition = TP(settings.topic_engine_input, 0)
-    return consumer
+    return app.consumer, TP(settings.topic_engine_input, 0)
 
 
-def rebalance(consumer: Any, committed: int) -> None:
-    tp = consumer.partition
+def rebalance(consumer: Any, tp: TP, committed: int) -> None:
     consumer.positions.revoked([tp])
     consumer._read_offset.pop(tp, None)
     consumer.positions.seeked({tp: committed})
@@ -57,11 +55,11 @@ def rebalance(consumer: Any, committed: int) -> None:
 
 
 async def rewind_with(idp: Idp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *,
-                      during: str | None) -> tuple[Any, list[tuple[Any, ...]]]:
+                      during: str | None) -> tuple[Any, TP, list[tuple[Any, ...]]]:
     """A rewind from 300 (a record at 401 came), with a rebalance to the committed 250
-    made while the step named `during` is held; the consumer and the seeks it made."""
-    consumer = make_consumer(idp, tmp_path)
-    tp = consumer.partition
+    made while the step named `during` is held; the consumer, its partition and the seeks
+    it made."""
+    consumer, tp = make_consumer(idp, tmp_path)
     earliest, seek = Held({tp: 0}), Held()
     monkeypatch.setattr(consumer, "earliest_offsets", earliest)
     monkeypatch.setattr(consumer, "_seek", seek)
@@ -71,17 +69,16 @@ async def rewind_with(idp: Idp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     for name, step in (("earliest offset", earliest), ("seek", seek)):
         if name == during:
             await asyncio.wait_for(step.entered.wait(), 5)
-            rebalance(consumer, committed=250)
+            rebalance(consumer, tp, committed=250)
         step.release.set()
     await asyncio.wait_for(task, 5)
-    return consumer, seek.calls
+    return consumer, tp, seek.calls
 
 
 @pytest.mark.parametrize("held", ["earliest offset", "seek"])
 def test_a_rebalance_during_a_rewind_keeps_its_own_position(
         idp: Idp, tmp_path: Path, held: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    consumer, seeks = asyncio.run(rewind_with(idp, tmp_path, monkeypatch, during=held))
-    tp = consumer.partition
+    consumer, tp, seeks = asyncio.run(rewind_with(idp, tmp_path, monkeypatch, during=held))
     assert consumer.positions.expected(tp) == 250
     assert consumer._read_offset[tp] == 250
     # Overtaken before it seeked, the rewind does not seek at all; after, its seek may reach
@@ -91,8 +88,7 @@ def test_a_rebalance_during_a_rewind_keeps_its_own_position(
 
 def test_a_rewind_nothing_overtakes_lands(idp: Idp, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    consumer, seeks = asyncio.run(rewind_with(idp, tmp_path, monkeypatch, during=None))
-    tp = consumer.partition
+    consumer, tp, seeks = asyncio.run(rewind_with(idp, tmp_path, monkeypatch, during=None))
     assert seeks == [(tp, 300)]
     assert consumer.positions.expected(tp) == 300
     assert consumer._read_offset[tp] == 300
@@ -102,7 +98,7 @@ def test_recovery_asked_for_a_negative_offset_reads_from_the_start(
         idp: Idp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A chaos run's worker stopped when faust's recovery asked aiokafka to seek a standby
     changelog partition to an offset below 0 ("Offset must be a positive integer")."""
-    consumer = make_consumer(idp, tmp_path)
+    consumer, _tp = make_consumer(idp, tmp_path)
     thread = consumer._thread
     seeks: list[dict[Any, int]] = []
 
