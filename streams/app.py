@@ -1,7 +1,7 @@
 """The faust application: where inputs are verified, re-keyed, evaluated and decisions published.
 
     caep.security-events --ingest (verify; drop an (iss, jti)
-                           already taken in: table)-----\\
+                           already taken in: table)-----\
                                                          >-- caep.engine-input --evaluate--> ...
     caep.session-activity --activity (validate)---------/    (keyed by subject)   (table)
     timer: due expiries -> Tick records ----------------/
@@ -9,25 +9,30 @@
     device-only events -> caep.device-index --devices (table)--> engine-input, once per subject
     anything invalid -------------------------------------------------------> caep.dead-letter
 
+A SET whose record is already keyed by its subject, in the partition engine-input would put it
+in (the push edge writes them so), is evaluated by the ingest agent itself: no hop through
+engine-input. The subject table then has two writers, which take turns (`subject_writes`).
+
 Every agent runs at concurrency 1 and takes records a batch at a time; a batch's effects leave
 through an outbox (`streams.outbox`) and are on the broker before the next batch is taken, so an
 offset is committed only after its effects are on the broker (faust-streaming issue 606 loses
 messages with concurrency > 1); an agent that fails stops the worker, so the partitions' next
-owner reads its unfinished batch again (see `AGENT`). The subject table is written only by the
-evaluate agent, after its decisions are sent, and flushed before the input is acknowledged: a
-crash in between replays the input, which repeats the same decision ids or, once the state is
-saved, nothing.
+owner reads its unfinished batch again (see `AGENT`). The subject table is written only after
+the decisions of its new states are sent, and flushed before the input is acknowledged: a crash
+in between replays the input, which repeats the same decision ids or, once the state is saved,
+nothing. The ingest agent remembers a SET's (iss, jti) only after that.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
 import tempfile
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,6 +47,7 @@ from caep.codec import SetVerifier
 from caep.decisions import Action, Decision, SessionFlags
 from caep.errors import CaepError, SetError
 from caep.evaluation import (
+    EngineInput,
     SecurityEvent,
     Tick,
     activity_key,
@@ -175,7 +181,8 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         positions[(event.message.topic, event.message.partition)] = event.message.offset + 1
 
     names = {topic: topic.get_topic_name() for topic in (
-        engine_input, device_index, decisions_topic, flags_topic, dead_letter)}
+        security_events_topic, engine_input, device_index, decisions_topic, flags_topic,
+        dead_letter)}
 
     def outbox() -> Outbox:
         return Outbox(cast(Any, app.producer)._ensure_producer())
@@ -230,6 +237,18 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         return stored is not None and (
             Seen.from_bytes(stored).at > time.time() - settings.replay_window_seconds)
 
+    async def evaluated_on_arrival(box: Outbox) -> Callable[[Any, bytes], bool]:
+        """Whether a SET's input about a subject is evaluated by the ingest agent itself: when
+        its record is keyed by that subject, in the partition engine-input would put it in,
+        and both topics have as many partitions (faust then gives this worker that partition
+        of every input topic and of the subject table, as one copartitioned group). The push
+        edge keys SETs so; a record keyed otherwise takes the hop through engine-input."""
+        count, partition_of = await box.placement(names[engine_input])
+        if count != (await box.placement(names[security_events_topic]))[0]:
+            return lambda _event, _key: False
+        return lambda event, key: (event.key == key
+                                   and partition_of(key) == event.message.partition)
+
     @app.agent(security_events_topic, **AGENT)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         async for events in _batches(stream, batch_records, batch_wait):
@@ -237,6 +256,8 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
             taken: list[tuple[Any, bytes]] = []
             batch_pairs: set[bytes] = set()
             outcomes = await refresher.averify_all(verifier, [event.value for event in events])
+            here = await evaluated_on_arrival(box)
+            inputs: list[tuple[Any, bytes, EngineInput]] = []
             for event, verified in zip(events, outcomes, strict=True):
                 processed(event)
                 if isinstance(verified, SetError):
@@ -258,15 +279,22 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                     if isinstance(item.event, UnrecognizedEvent):
                         log.warning("unrecognized event type %s in SET jti=%s from %s: kept, "
                                     "not acted on", item.event_type, item.jti, item.iss)
+                    key = item.key.encode()
                     if device_only(item):
                         key = device_key(item.tenant, item.device_id or "").encode()
                         box.add(names[device_index], key, encode_input(item), timestamp=arrived)
+                    elif here(event, key):
+                        inputs.append((event, key, item))
                     else:
-                        box.add(names[engine_input], item.key.encode(), encode_input(item),
+                        box.add(names[engine_input], key, encode_input(item),
                                 timestamp=arrived)
                 taken.append((event, pair))
                 batch_pairs.add(pair)
-            await box.flush()
+            if inputs:
+                metrics.evaluated_on_arrival.inc(len(inputs))
+                await apply(box, inputs)
+            else:
+                await box.flush()
             # Remembered only once their inputs are on the broker: a crash before this point
             # replays the SETs, and the evaluation's own idempotence absorbs the second copies.
             now = time.time()
@@ -313,22 +341,20 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
                                       updated_at=decision.decided_at)
                 box.add(names[flags_topic], decision.session_id.encode(), record.to_json())
 
-    @app.agent(engine_input, **AGENT)
-    async def evaluate_inputs(stream: faust.StreamT[bytes]) -> None:
-        async for events in _batches(stream, batch_records, batch_wait):
-            box = outbox()
-            # New states are kept aside until the batch's decisions are on the broker, then
-            # written to the table: a state on the changelog always has its decisions out.
-            states: dict[bytes, tuple[Any, SubjectState | None, SubjectState]] = {}
-            made: list[tuple[list[Decision], float, float | None]] = []
-            for event in events:
-                processed(event)
-                key: bytes = event.key or b""
-                try:
-                    item = decode_input(event.value)
-                except SetError as error:
-                    dead_letter_to(box, error, event)
-                    continue
+    # The subject table has two writers: the evaluate agent, and the ingest agent for the SETs
+    # it evaluates where they arrive. Each holds this from reading a subject's state until the
+    # new state is on the changelog, so neither evaluates from a state the other is replacing.
+    subject_writes = asyncio.Lock()
+
+    async def apply(box: Outbox, inputs: list[tuple[Any, bytes, EngineInput]]) -> None:
+        """Evaluate `inputs` ((event, subject key, input)), send the decisions with whatever
+        `box` already holds, then store the new states."""
+        # New states are kept aside until the batch's decisions are on the broker, then
+        # written to the table: a state on the changelog always has its decisions out.
+        states: dict[bytes, tuple[Any, SubjectState | None, SubjectState]] = {}
+        made: list[tuple[list[Decision], float, float | None]] = []
+        async with subject_writes:
+            for event, key, item in inputs:
                 if key in states:
                     state: SubjectState | None = states[key][2]
                 else:
@@ -361,22 +387,35 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
             # acknowledged, so a crash can lose no state whose input is not replayed.
             await store_all(subjects, [(event, key, after.to_bytes())
                                        for key, (event, _before, after) in states.items()])
-            for _event, before, after in states.values():
-                board.evaluated(before, after)
-            for decisions, elapsed, arrived in made:
-                metrics.decided(decisions, arrived)
-                board.decided(decisions)
-                for decision in decisions:
-                    log.info("decision %s %s session=%s rule=%s jti=%s (%.2f ms)",
-                             decision.decision_id, decision.action.value, decision.session_id,
-                             decision.rule, decision.source_jti, elapsed * 1000,
-                             extra={"decision_id": decision.decision_id,
-                                    "action": decision.action.value,
-                                    "subject_key": decision.subject_key,
-                                    "session_id": decision.session_id, "rule": decision.rule,
-                                    "jti": decision.source_jti, "iss": decision.source_iss,
-                                    "enforced": decision.enforced,
-                                    "evaluation_ms": round(elapsed * 1000, 3)})
+        for _event, before, after in states.values():
+            board.evaluated(before, after)
+        for decisions, elapsed, arrived in made:
+            metrics.decided(decisions, arrived)
+            board.decided(decisions)
+            for decision in decisions:
+                log.info("decision %s %s session=%s rule=%s jti=%s (%.2f ms)",
+                         decision.decision_id, decision.action.value, decision.session_id,
+                         decision.rule, decision.source_jti, elapsed * 1000,
+                         extra={"decision_id": decision.decision_id,
+                                "action": decision.action.value,
+                                "subject_key": decision.subject_key,
+                                "session_id": decision.session_id, "rule": decision.rule,
+                                "jti": decision.source_jti, "iss": decision.source_iss,
+                                "enforced": decision.enforced,
+                                "evaluation_ms": round(elapsed * 1000, 3)})
+
+    @app.agent(engine_input, **AGENT)
+    async def evaluate_inputs(stream: faust.StreamT[bytes]) -> None:
+        async for events in _batches(stream, batch_records, batch_wait):
+            box = outbox()
+            inputs: list[tuple[Any, bytes, EngineInput]] = []
+            for event in events:
+                processed(event)
+                try:
+                    inputs.append((event, event.key or b"", decode_input(event.value)))
+                except SetError as error:
+                    dead_letter_to(box, error, event)
+            await apply(box, inputs)
 
     @app.agent(device_index, **AGENT)
     async def route_devices(stream: faust.StreamT[bytes]) -> None:

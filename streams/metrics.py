@@ -56,6 +56,10 @@ class EngineMetrics:
         self.dead_letters = Counter(
             "caep_dead_letters", "Inputs sent to the dead-letter topic, by error code.",
             ["code"], registry=self.registry)
+        self.evaluated_on_arrival = Counter(
+            "caep_evaluated_on_arrival", "SET inputs evaluated by the ingest agent, without "
+            "the hop through engine-input (their records were keyed by their subject).",
+            registry=self.registry)
         self.evaluation_seconds = Histogram(
             "caep_evaluation_seconds", "Time of one pure evaluation (state, input -> decisions).",
             buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),

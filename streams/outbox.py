@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,16 @@ class Outbox:
             self._keyed.setdefault(topic, []).append(record)
         else:
             self._placed.setdefault(TopicPartition(topic, partition), []).append(record)
+
+    async def placement(self, topic: str) -> tuple[int, Callable[[bytes], int]]:
+        """The topic's partition count, and the partition `add` without one puts a key in."""
+        producer = self.producer
+        await producer.client._wait_on_metadata(topic)
+        partitions = list(producer._metadata.partitions_for_topic(topic))
+        if type(producer._partitioner) is DefaultPartitioner:
+            return len(partitions), lambda key: partitions[_key_hash(key) % len(partitions)]
+        return len(partitions), lambda key: int(
+            producer._partition(topic, None, None, None, key, None))
 
     def __len__(self) -> int:
         return sum(map(len, self._keyed.values())) + sum(map(len, self._placed.values()))

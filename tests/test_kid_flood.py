@@ -50,7 +50,7 @@ from caep.jwks import KeyRefresher, fetch_jwks
 from caep.keys import generate_jwk, jwks_of, private_key
 from caep.trust import IssuerConfig, TrustStore
 from tests.conftest import collect, fresh_topics, start_worker, stop_worker
-from tests.test_attack_corpus import records_on
+from tests.test_attack_corpus import inputs_taken
 from tests.test_jwks import _certificate
 
 AUD = "https://rp.example.com"
@@ -319,7 +319,7 @@ def test_kid_flood_through_a_worker(bootstrap: str, tmp_path: Path) -> None:
         elapsed = time.monotonic() - started
         done.set()
         prober.join(30)
-        engine_input = records_on(bootstrap, [topics.engine_input])[topics.engine_input]
+        accepted = inputs_taken(bootstrap, topics.engine_input, worker.web)
         alive = worker.process.poll() is None
     finally:
         stop_worker(worker)
@@ -329,7 +329,7 @@ def test_kid_flood_through_a_worker(bootstrap: str, tmp_path: Path) -> None:
     figures = {
         "path": "worker (caep.security-events -> dead letter)",
         "sets": WORKER_FLOOD, "dead_letters": len(letters), "codes": dict(codes),
-        "engine_input": engine_input, "fetches_at_start": at_start,
+        "accepted": accepted, "fetches_at_start": at_start,
         "fetches_during_flood": during, "fetches_allowed_per_issuer": allowed_fetches(elapsed),
         "seconds": round(elapsed, 2), "worker_alive": alive, "jwks_answer_delay_s": WORKER_DELAY,
         "web_probes": len(web_latencies),
@@ -339,14 +339,14 @@ def test_kid_flood_through_a_worker(bootstrap: str, tmp_path: Path) -> None:
         "web_slow_probes_over_200ms": sum(latency > 0.2 for latency in web_latencies),
     }
     figures["summary"] = (
-        f"kid flood (worker): {WORKER_FLOOD} sets, {engine_input} accepted, "
+        f"kid flood (worker): {WORKER_FLOOD} sets, {accepted} accepted, "
         f"{sum(during.values())} fetches ({len(ISSUERS)} issuers), "
         f"web max {figures['web_max_ms']:.0f} ms, {elapsed:.1f} s")
     report("kid-flood-worker", figures, tmp_path)
 
     assert len(letters) == WORKER_FLOOD
     assert codes == {ErrorCode.INVALID_KEY.value: WORKER_FLOOD}
-    assert engine_input == 0
+    assert accepted == 0
     assert alive
     for name in ISSUERS:
         assert at_start[name] == 1

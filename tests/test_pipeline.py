@@ -7,14 +7,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import orjson
 import pytest
 from joserfc import jws
 from joserfc.jwk import RSAKey
 
-from caep.codec import sign_set
+from caep.codec import SetVerifier, sign_set
+from caep.evaluation import security_events
 from caep.keys import generate_jwk, private_key
+from caep.trust import TrustStore
 from tests.conftest import (
     ISSUER,
     SESSION_REVOKED,
@@ -137,6 +140,46 @@ def test_invalid_sets_go_to_dead_letter_with_their_code_and_the_worker_keeps_goi
                    for t in (forged, wrong_audience, plain_jwt, unknown_issuer)}
     assert not jtis & forged_jtis
 
+
+
+def subject_key_of(idp: Idp, token: bytes) -> bytes:
+    """The key the push edge gives a SET's record: its tenant and canonical subject."""
+    verified = SetVerifier(TrustStore.from_file(idp.trust_file)).verify(token)
+    return security_events(verified)[0].key.encode()
+
+
+def test_a_set_keyed_by_its_subject_is_evaluated_where_it_arrives(
+    bootstrap: str, idp: Idp, topics: Topics, engine: WorkerProcess
+) -> None:
+    """No hop through engine-input for a record keyed as the edge keys it; one keyed otherwise
+    takes the hop, and both change the same subject's state, each once."""
+    user = {"format": "opaque", "id": "ivy"}
+    first = idp.claims({"format": "complex", "user": user,
+                        "session": {"format": "opaque", "id": "ivy-1"}})
+    second = idp.claims({"format": "complex", "user": user,
+                         "session": {"format": "opaque", "id": "ivy-2"}})
+    token = idp.sign(first).encode()
+    key = subject_key_of(idp, token)
+    counted = httpx.get(f"{engine.web}/metrics", timeout=10).text
+    produce(bootstrap, topics.security_events, [token, token, token], key=key)
+    collect(bootstrap, topics.decisions, by_jti({first["jti"]}))
+    produce(bootstrap, topics.security_events, [idp.sign(second).encode()], key=b"ivy")
+
+    records = collect(bootstrap, topics.decisions, by_jti({second["jti"]}))
+    inputs = collect(bootstrap, topics.engine_input, inputs_with(second["jti"], 1))
+    assert inputs_with(first["jti"])(inputs) == [], "a SET keyed by its subject took the hop"
+    made = [r["value"] for r in records if r["value"]["subject_key"] == key.decode()]
+    assert [d["session_id"] for d in made if d["source_jti"] == first["jti"]] == ["ivy-1"], (
+        "three copies must change things once")
+    assert [d["session_id"] for d in made if d["source_jti"] == second["jti"]] == ["ivy-2"]
+    assert {d["source_jti"] for d in made} == {first["jti"], second["jti"]}
+    assert metric(counted, "caep_evaluated_on_arrival_total") + 1 == metric(
+        httpx.get(f"{engine.web}/metrics", timeout=10).text, "caep_evaluated_on_arrival_total")
+
+
+def metric(exposition: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in exposition.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
 @pytest.mark.parametrize("store", ["rocksdb://", "memory://"])

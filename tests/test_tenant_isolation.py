@@ -51,7 +51,7 @@ from caep.settings import Settings
 from streams.kafka_io import publish
 from tests.conftest import collect, fresh_topics, start_worker, stop_worker, until
 from tests.edge_support import topic_size
-from tests.test_attack_corpus import records_on
+from tests.test_attack_corpus import inputs_taken, records_on
 
 CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
 ISS_A, AUD_A, TENANT_A = "https://idp.tenant-a.example", "https://rp.tenant-a.example", "tenant-a"
@@ -111,7 +111,7 @@ class Observed:
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
     openfeature: dict[str, dict[str, Any]] = field(default_factory=dict)
     jtis: dict[str, str] = field(default_factory=dict)
-    engine_input_after_attacks: int = 0
+    taken_in_after_attacks: int = 0
     figures: dict[str, Any] = field(default_factory=dict)
 
 
@@ -131,7 +131,7 @@ def observed(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     try:
         worker.wait_ready()
         try:
-            result = asyncio.run(asyncio.wait_for(_scenario(bootstrap, topics), 150))
+            result = asyncio.run(asyncio.wait_for(_scenario(bootstrap, topics, worker.web), 150))
         except Exception as exc:
             raise AssertionError(f"{exc!r}\n{_diagnosis(bootstrap, topics, worker)}") from exc
         result.figures["worker_alive"] = worker.process.poll() is None
@@ -160,7 +160,7 @@ def _diagnosis(bootstrap: str, topics: Any, worker: Any) -> str:
             f"{metrics}\nthe worker said:\n" + "".join(worker.output[-25:]))
 
 
-async def _scenario(bootstrap: str, topics: Any) -> Observed:
+async def _scenario(bootstrap: str, topics: Any, web: str | None) -> Observed:
     out = Observed()
     settings = Settings(bootstrap=bootstrap, topic_decisions=topics.decisions,
                         topic_flags=topics.flags)
@@ -211,8 +211,8 @@ async def _scenario(bootstrap: str, topics: Any) -> Observed:
         by_value = {letter["value"]["value"]: letter["value"]["err"] for letter in letters}
         for case, (token, _code) in attacks.items():
             out.refused[case] = by_value.get(token.decode(), "NOT REFUSED")
-        out.engine_input_after_attacks = (await asyncio.to_thread(
-            records_on, bootstrap, [topics.engine_input]))[topics.engine_input] - len(sessions)
+        out.taken_in_after_attacks = await asyncio.to_thread(
+            inputs_taken, bootstrap, topics.engine_input, web) - len(sessions)
 
         # legitimate SETs: A revokes its alice's sess-1, delivered twice under tenant-b's record
         # keys (replayed across tenants); B restricts bob's session (device out of compliance)
@@ -309,7 +309,7 @@ def _report(out: Observed, tmp_path: Path) -> None:
     out.figures.update({
         "attacks": len(out.refused),
         "refused": out.refused,
-        "attacks_on_engine_input": out.engine_input_after_attacks,
+        "attacks_taken_in": out.taken_in_after_attacks,
         "decisions": Counter(f"{d['tenant']}:{d['action']}" for d in out.decisions),
         "cross_tenant_decisions": len(cross) + len(injected),
         "cross_tenant_decisions_by_tenant_member_injection": len(injected),
@@ -347,7 +347,7 @@ def test_wrong_aud_wrong_iss_and_multi_tenant_aud_are_refused_with_their_code(
         "aud-missing-tenant-b-subject": "invalid_audience",
     }
     assert observed.refused == expected
-    assert observed.engine_input_after_attacks == 0
+    assert observed.taken_in_after_attacks == 0
     assert observed.figures["worker_alive"]
 
 
