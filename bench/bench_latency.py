@@ -12,9 +12,11 @@
    process; a client sends requests for a session over HTTP, back to back, while a
    session-revoked SET for it is published; the latency is until the middleware's first 401.
 
-Tansu holds every fetch for the consumer's full max-wait, so each consumer hop on the way
-(worker: security-events, then engine-input; this reader or the subscriber: decisions) can
-add up to `CAEP_CONSUMER_FETCH_MAX_WAIT_MS` (default 100 ms). Both parts are run at the default
+SETs are written keyed by their tenant and subject, as the push and poll edge write them, so
+the worker evaluates each where it arrives. Tansu holds every fetch for the consumer's full
+max-wait, so each consumer hop on the way (worker: security-events; this reader or the
+subscriber: decisions) can add up to `CAEP_CONSUMER_FETCH_MAX_WAIT_MS` (default 100 ms); a SET
+keyed otherwise takes one hop more, through engine-input. Both parts are run at the default
 and again at 10 ms (worker, subscriber and reader alike).
 
     python -m bench.bench_latency [--quick] [--json PATH] [--bootstrap H:P]
@@ -84,10 +86,10 @@ class Tokens:
 
     def _sign(self, count: int) -> None:
         # Distinct users and sessions, the tenant from the issuer.
-        start = len(self.items)
-        for index, token in enumerate(signed_sets(self.idp, count, start), start):
+        tokens = signed_sets(self.idp, count, len(self.items))
+        for token, key in zip(tokens, harness.subject_keys(self.idp, tokens), strict=True):
             claims = orjson.loads(_b64(token.split(".")[1]))
-            self.items.append((claims["jti"], f"user{index:07d}".encode(), token.encode()))
+            self.items.append((claims["jti"], key, token.encode()))
 
     def take(self, count: int) -> list[tuple[str, bytes, bytes]]:
         missing = self.next + count - len(self.items)
@@ -208,6 +210,7 @@ def enforcement(bootstrap: str, topics: harness.Topics, idp: harness.Idp, count:
                 if client.get("/me", headers=headers).status_code != 200:
                     raise RuntimeError("the example service refused a fresh session")
                 token = idp.session_revoked(f"enf{index}", sid, time.time(), tenant=TENANT)
+                revocation_key = harness.subject_keys(idp, [token])[0]
                 refused: list[float] = []
                 calls = [0]
                 stop = threading.Event()
@@ -226,7 +229,7 @@ def enforcement(bootstrap: str, topics: harness.Topics, idp: harness.Idp, count:
                 time.sleep(0.05)
                 published = time.time()
                 loop.run_until_complete(producer.send_and_wait(
-                    topics.name("security-events"), key=email.encode(), value=token.encode()))
+                    topics.name("security-events"), key=revocation_key, value=token.encode()))
                 thread.join(10)
                 stop.set()
                 if refused:

@@ -12,8 +12,12 @@ user: one verification, one evaluation, one decision each) is written to a fresh
   awaiting the batch's acknowledgements before it fetches again: the transport's ceiling here;
 - engine: one worker process (`caep worker`, fresh consumer group) drains the same backlog
   through verify, evaluate and publish; its rate is decisions over the span of the decision
-  records' timestamps (the worker's start-up is not counted);
-- the ceiling again, so a drift of the machine's load shows.
+  records' timestamps (the worker's start-up is not counted). The backlog's records are keyed
+  by tenant and subject, as the push and poll edge write them, so each SET is evaluated where
+  it arrives;
+- the ceiling again, so a drift of the machine's load shows;
+- engine via engine-input: the same SETs keyed otherwise (by user name), on fresh topics, so
+  each takes the second hop through the subject-keyed engine-input topic.
 
 Both read with the same fetch max-wait (`CAEP_CONSUMER_FETCH_MAX_WAIT_MS`, 100 ms unless
 `--fetch-wait-ms`; Tansu holds every fetch that long). With `--profile` (or in full runs), the
@@ -271,8 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         idp = harness.make_idp(Path(scratch))
         tokens = signed_sets(idp, mode.sets)
         topics = harness.fresh_topics(bootstrap, harness.PARTITIONS, "moved-1", "moved-2")
+        keys = harness.subject_keys(idp, tokens)
         records: list[tuple[bytes | None, bytes]] = [
-            (f"user{i:07d}".encode(), token.encode()) for i, token in enumerate(tokens)]
+            (key, token.encode()) for key, token in zip(keys, tokens, strict=True)]
         publish_seconds = asyncio.run(harness.produce(bootstrap, topics.name("security-events"),
                                                       records))
         source = topics.name("security-events")
@@ -285,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                             expected_seconds=mode.sets / 400)
         second = asyncio.run(ceiling(bootstrap, source, topics.name("moved-2"), mode.sets,
                                      args.fetch_wait_ms))
+        hopping = harness.fresh_topics(bootstrap, harness.PARTITIONS)
+        asyncio.run(harness.produce(bootstrap, hopping.name("security-events"), [
+            (f"user{i:07d}".encode(), token.encode()) for i, token in enumerate(tokens)]))
+        via_engine_input = engine_run(bootstrap, idp, hopping, mode.sets, args.fetch_wait_ms,
+                                      None, expected_seconds=mode.sets / 400)
         profile = (summarize_profile(profile_file)
                    if profiling and profile_file.exists() else None)
 
@@ -295,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fetch_max_wait_ms": args.fetch_wait_ms, "alg": "RS256",
         "publish_rate": mode.sets / publish_seconds,
         "ceiling_runs": [first, second], "engine": engine, "share": share,
+        "engine_via_engine_input": via_engine_input,
         "profile": profile,
         "settings": {
             "worker": "faust defaults (producer linger 0 ms, max batch 16 KiB, acks=all; "
@@ -309,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     figures: list[results.Figure] = [
         {"name": "engine (verify, evaluate, publish)", "value": engine["rate"], "unit": "SETs/s"},
+        {"name": "engine, SETs keyed otherwise (hop via engine-input)",
+         "value": via_engine_input["rate"], "unit": "SETs/s"},
         {"name": "ceiling (bare aiokafka consume-produce)", "value": ceiling_rate,
          "unit": "records/s"},
         {"name": "engine / ceiling", "value": share * 100, "unit": "%"},
@@ -338,7 +351,9 @@ def _table(details: dict[str, Any], figures: list[results.Figure],
         "ceiling runs: " + ", ".join(f"{r['rate']:,.0f}/s" for r in details["ceiling_runs"])
         + "; "
         f"engine: {engine['decisions']:,} decisions in {engine['seconds']:.2f} s "
-        f"(worker ready after {engine['ready_seconds']:.1f} s)",
+        f"(worker ready after {engine['ready_seconds']:.1f} s); via engine-input: "
+        f"{details['engine_via_engine_input']['decisions']:,} in "
+        f"{details['engine_via_engine_input']['seconds']:.2f} s",
         f"worker settings: {details['settings']['worker']}",
         "",
     ]

@@ -93,6 +93,17 @@ class Idp:
         })
 
 
+def subject_keys(idp: Idp, tokens: list[str]) -> list[bytes]:
+    """The record key the push edge gives each SET: its tenant and subject, the engine's
+    partition key (a SET so keyed is evaluated where it arrives, without a second hop)."""
+    from caep.codec import SetVerifier
+    from caep.evaluation import security_events
+    from caep.trust import TrustStore
+
+    verifier = SetVerifier(TrustStore.from_file(idp.trust_file))
+    return [security_events(verifier.verify(token))[0].key.encode() for token in tokens]
+
+
 def make_idp(directory: Path, alg: str = "RS256") -> Idp:
     jwk = generate_jwk(alg, kid=f"bench-{alg.lower()}")
     (directory / "idp.jwks.json").write_bytes(orjson.dumps(jwks_of(jwk)))

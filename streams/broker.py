@@ -124,6 +124,12 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise BrokerError("the embedded broker is not started")
+        return self._process.pid
+
     def start(self) -> EmbeddedBroker:
         binary = tansu_binary()
         ensure_port_free(self.port)

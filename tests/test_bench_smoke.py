@@ -25,7 +25,7 @@ ALGORITHMS = ("RS256", "ES256")
 
 
 BENCHMARKS = ("bench_codec", "bench_evaluation", "bench_client", "bench_pipeline",
-              "bench_latency", "bench_scaleout")
+              "bench_latency", "bench_scaleout", "bench_broker")
 ON_BROKER = {"bench_pipeline", "bench_latency", "bench_scaleout"}
 
 
@@ -147,10 +147,12 @@ def test_quick_pipeline_benchmark_produces_engine_and_ceiling_rates(
         quick: dict[str, QuickRun]) -> None:
     entry = entry_of(quick["bench_pipeline"], "pipeline")
     assert_entry(entry, {"engine (verify, evaluate, publish)",
+                         "engine, SETs keyed otherwise (hop via engine-input)",
                          "ceiling (bare aiokafka consume-produce)", "engine / ceiling"},
                  {"engine / ceiling"})
     details = entry["details"]
     assert details["engine"]["decisions"] == details["sets"]  # every SET decided
+    assert details["engine_via_engine_input"]["decisions"] == details["sets"]
     assert details["engine"]["rate"] > 0 and all(r["rate"] > 0 for r in details["ceiling_runs"])
 
 
@@ -178,6 +180,18 @@ def test_quick_scaleout_benchmark_produces_ratio_and_restore_times(
         if not name.endswith("empty"):
             assert measured["subjects"] > 0, (name, measured)  # the table did come back
     assert any("rocksdb" in check["name"] for check in entry["checks"])
+
+
+def test_quick_broker_benchmark_measures_the_broker_as_it_fills(
+        quick: dict[str, QuickRun]) -> None:
+    entry = entry_of(quick["bench_broker"], "broker")
+    assert_entry(entry, {"broker CPU at 500/s, 0 records held (same topic)",
+                         "broker CPU at 500/s, 0 records held (another topic)",
+                         "last window / first (same topic)"}, set())
+    for series in ("same_topic", "other_topic"):
+        windows = entry["details"][series]
+        assert len(windows) == 2 and all(w["cores"] > 0 and w["read"] > 0 for w in windows)
+        assert windows[1]["held"] >= entry["details"]["bulk"] + windows[0]["read"]
 
 
 def test_readme_benchmark_table_is_generated_from_the_committed_results() -> None:
