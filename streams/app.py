@@ -1,7 +1,7 @@
 """The faust application: where inputs are verified, re-keyed, evaluated and decisions published.
 
     caep.security-events --ingest (verify; drop an (iss, jti)
-                           already taken in: table)-----\
+                           already taken in: table)-----\\
                                                          >-- caep.engine-input --evaluate--> ...
     caep.session-activity --activity (validate)---------/    (keyed by subject)   (table)
     timer: due expiries -> Tick records ----------------/

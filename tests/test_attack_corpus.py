@@ -355,7 +355,7 @@ def _metric(text: str, name: str) -> dict[str, float]:
     return out
 
 
-def _total(text: str, name: str) -> float:
+def metric_total(text: str, name: str) -> float:
     """The value of an unlabelled `name value` line of a Prometheus exposition (0 if none)."""
     return sum(float(line.split()[-1]) for line in text.splitlines()
                if line.startswith(name + " "))
@@ -365,8 +365,8 @@ def inputs_taken(bootstrap: str, engine_input: str, web: str | None) -> int:
     """Inputs a worker took in so far: its records on engine-input, plus the SETs it evaluated
     on arrival (keyed by their subject, they skip engine-input; `caep_evaluated_on_arrival`)."""
     assert web is not None, "the worker serves no metrics"
-    on_arrival = _total(httpx.get(f"{web}/metrics", timeout=10).text,
-                        "caep_evaluated_on_arrival_total")
+    on_arrival = metric_total(httpx.get(f"{web}/metrics", timeout=10).text,
+                              "caep_evaluated_on_arrival_total")
     return records_on(bootstrap, [engine_input])[engine_input] + int(on_arrival)
 
 

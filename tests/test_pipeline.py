@@ -27,6 +27,7 @@ from tests.conftest import (
     collect,
     produce,
 )
+from tests.test_attack_corpus import metric_total
 
 
 def sign_with_joserfc(idp: Idp, claims: dict[str, Any]) -> str:
@@ -141,7 +142,6 @@ def test_invalid_sets_go_to_dead_letter_with_their_code_and_the_worker_keeps_goi
     assert not jtis & forged_jtis
 
 
-
 def subject_key_of(idp: Idp, token: bytes) -> bytes:
     """The key the push edge gives a SET's record: its tenant and canonical subject."""
     verified = SetVerifier(TrustStore.from_file(idp.trust_file)).verify(token)
@@ -173,13 +173,8 @@ def test_a_set_keyed_by_its_subject_is_evaluated_where_it_arrives(
         "three copies must change things once")
     assert [d["session_id"] for d in made if d["source_jti"] == second["jti"]] == ["ivy-2"]
     assert {d["source_jti"] for d in made} == {first["jti"], second["jti"]}
-    assert metric(counted, "caep_evaluated_on_arrival_total") + 1 == metric(
+    assert metric_total(counted, "caep_evaluated_on_arrival_total") + 1 == metric_total(
         httpx.get(f"{engine.web}/metrics", timeout=10).text, "caep_evaluated_on_arrival_total")
-
-
-def metric(exposition: str, name: str) -> float:
-    return sum(float(line.split()[-1]) for line in exposition.splitlines()
-               if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
 @pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
