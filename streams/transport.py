@@ -36,17 +36,19 @@ DEFAULT_FETCH_MAX_WAIT_MS = 100
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+    async def seek_wait(self, partitions: Mapping[TP, int | None]) -> None:
         """faust's recovery reads a changelog from where its offsets say, -1 meaning "from the
-        start"; another negative one (seen once on Tansu, in a standby's offsets while
-        workers were being killed) made aiokafka raise and the worker stop. Any offset below
-        0 means the start: the partition is read whole, never short."""
-        starts = {tp: offset for tp, offset in partitions.items() if offset < 0}
+        start"; another negative one, or none at all (both seen on Tansu while workers were
+        being killed), made aiokafka raise and the worker stop. Any offset below 0, or
+        missing, means the start: the partition is read whole, never short."""
+        starts = {tp: offset for tp, offset in partitions.items()
+                  if offset is None or offset < 0}
         if starts:
-            log.warning("recovery asked to read %s from offsets below 0: reading them from "
-                        "the start", ", ".join(f"{tp.topic}[{tp.partition}]@{offset}"
-                                               for tp, offset in sorted(starts.items())))
-        await super().seek_wait({tp: max(offset, 0) for tp, offset in partitions.items()})
+            log.warning("recovery asked to read %s from offsets below 0 or none: reading them "
+                        "from the start", ", ".join(f"{tp.topic}[{tp.partition}]@{offset}"
+                                                    for tp, offset in sorted(starts.items())))
+        await super().seek_wait({tp: 0 if offset is None or offset < 0 else offset
+                                 for tp, offset in partitions.items()})
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)

@@ -94,10 +94,10 @@ def test_a_rewind_nothing_overtakes_lands(idp: Idp, tmp_path: Path,
     assert consumer._read_offset[tp] == 300
 
 
-def test_recovery_asked_for_a_negative_offset_reads_from_the_start(
+def test_recovery_asked_for_a_negative_or_no_offset_reads_from_the_start(
         idp: Idp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A chaos run's worker stopped when faust's recovery asked aiokafka to seek a standby
-    changelog partition to an offset below 0 ("Offset must be a positive integer")."""
+    """Chaos runs' workers stopped when faust's recovery asked aiokafka to seek a changelog
+    partition to an offset below 0 ("Offset must be a positive integer"), and to None."""
     consumer, _tp = make_consumer(idp, tmp_path)
     thread = consumer._thread
     seeks: list[dict[Any, int]] = []
@@ -107,6 +107,6 @@ def test_recovery_asked_for_a_negative_offset_reads_from_the_start(
 
     monkeypatch.setattr(thread, "_ensure_consumer", lambda: None)
     monkeypatch.setattr(thread, "call_thread", call_thread)
-    low, kept = TP("changelog", 0), TP("changelog", 1)
-    asyncio.run(thread.seek_wait({low: -5, kept: 7}))
-    assert seeks == [{low: 0, kept: 7}]
+    low, kept, unknown = TP("changelog", 0), TP("changelog", 1), TP("changelog", 2)
+    asyncio.run(thread.seek_wait({low: -5, kept: 7, unknown: None}))
+    assert seeks == [{low: 0, kept: 7, unknown: 0}]
