@@ -247,7 +247,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         if count != (await box.placement(names[security_events_topic]))[0]:
             return lambda _event, _key: False
         return lambda event, key: (event.key == key
-                                   and partition_of(key) == event.message.partition)
+                                   and partition_of(key, None) == event.message.partition)
 
     @app.agent(security_events_topic, **AGENT)
     async def ingest(stream: faust.StreamT[bytes]) -> None:

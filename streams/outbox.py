@@ -48,15 +48,21 @@ class Outbox:
         else:
             self._placed.setdefault(TopicPartition(topic, partition), []).append(record)
 
-    async def placement(self, topic: str) -> tuple[int, Callable[[bytes], int]]:
-        """The topic's partition count, and the partition `add` without one puts a key in."""
+    async def placement(self, topic: str
+                        ) -> tuple[int, Callable[[bytes | None, bytes | None], int]]:
+        """The topic's partition count, and the partition `add` without one puts a record
+        (key, value) in: aiokafka's own choice, its default partitioner's hash cached."""
         producer = self.producer
         await producer.client._wait_on_metadata(topic)
-        partitions = list(producer._metadata.partitions_for_topic(topic))
-        if type(producer._partitioner) is DefaultPartitioner:
-            return len(partitions), lambda key: partitions[_key_hash(key) % len(partitions)]
-        return len(partitions), lambda key: int(
-            producer._partition(topic, None, None, None, key, None))
+        partitions = list(producer._metadata.partitions_for_topic(topic))  # as aiokafka
+        default = type(producer._partitioner) is DefaultPartitioner
+
+        def place(key: bytes | None, value: bytes | None) -> int:
+            if default and key is not None:
+                return int(partitions[_key_hash(key) % len(partitions)])
+            return int(producer._partition(topic, None, None, None, key, value))
+
+        return len(partitions), place
 
     def __len__(self) -> int:
         return sum(map(len, self._keyed.values())) + sum(map(len, self._placed.values()))
@@ -80,17 +86,10 @@ class Outbox:
 
     async def _partitioned(self) -> dict[TopicPartition, Records]:
         by_partition: dict[TopicPartition, Records] = {}
-        producer = self.producer
-        default = type(producer._partitioner) is DefaultPartitioner
         for topic, records in self._keyed.items():
-            await producer.client._wait_on_metadata(topic)
-            partitions = list(producer._metadata.partitions_for_topic(topic))  # as aiokafka
+            _count, place = await self.placement(topic)
             for record in records:
-                key = record[0]
-                if default and key is not None:
-                    partition = partitions[_key_hash(key) % len(partitions)]
-                else:
-                    partition = producer._partition(topic, None, None, None, key, record[1])
+                partition = place(record[0], record[1])
                 by_partition.setdefault(TopicPartition(topic, partition), []).append(record)
         for tp, records in self._placed.items():
             by_partition.setdefault(tp, []).extend(records)
