@@ -220,6 +220,12 @@ class Settings(BaseSettings):
         description="Edge: longest a push waits for the broker's acknowledgement before "
         "answering 503.",
     )
+    edge_linger_ms: int = Field(
+        default=5, ge=0,
+        description="Edge: how long the producer gathers pushed SETs into one request before "
+        "sending (Kafka's own default since 4.0): fewer, larger batches for the broker, at "
+        "most this much added to a push's answer.",
+    )
     edge_retry_after_seconds: int = Field(
         default=5, ge=1, description="Edge: the `Retry-After` of 429 and 503 answers."
     )

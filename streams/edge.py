@@ -91,7 +91,8 @@ class Edge:
                                 max_in_flight=settings.edge_max_in_flight,
                                 timeout=settings.edge_produce_timeout_seconds,
                                 partitions=settings.topic_partitions,
-                                replication=settings.topic_replication_factor)
+                                replication=settings.topic_replication_factor,
+                                linger_ms=settings.edge_linger_ms)
         # the verification states this edge asked transmitters for (by a StreamClient given
         # this tracker): checked wherever the verification SET arrives, pushed or polled
         self.verification = VerificationTracker()

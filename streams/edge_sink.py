@@ -42,12 +42,13 @@ class DurableSink:
 
     def __init__(self, bootstrap: str, *, idempotence: bool, max_in_flight: int,
                  timeout: float, request_timeout_ms: int | None = None, partitions: int = 1,
-                 replication: int = 1) -> None:
+                 replication: int = 1, linger_ms: int = 0) -> None:
         self.bootstrap = bootstrap
         self.max_in_flight = max_in_flight
         self.timeout = timeout
         self.partitions = partitions
         self.replication = replication
+        self.linger_ms = linger_ms
         self.in_flight = 0
         self._present: set[str] = set()  # topics seen on the broker since its last failure
         self._checking = asyncio.Lock()
@@ -55,7 +56,8 @@ class DurableSink:
             request_timeout_ms = max(1, math.ceil(timeout * 1000))
         self._options: dict[str, Any] = {
             "bootstrap_servers": bootstrap, "acks": "all", "enable_idempotence": idempotence,
-            "request_timeout_ms": request_timeout_ms, "linger_ms": 0, "client_id": "caep-edge"}
+            "request_timeout_ms": request_timeout_ms, "linger_ms": linger_ms,
+            "client_id": "caep-edge"}
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:

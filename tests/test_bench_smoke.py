@@ -185,13 +185,18 @@ def test_quick_scaleout_benchmark_produces_ratio_and_restore_times(
 def test_quick_broker_benchmark_measures_the_broker_as_it_fills(
         quick: dict[str, QuickRun]) -> None:
     entry = entry_of(quick["bench_broker"], "broker")
-    assert_entry(entry, {"broker CPU at 500/s, 0 records held (same topic)",
-                         "broker CPU at 500/s, 0 records held (another topic)",
-                         "last window / first (same topic)"}, set())
-    for series in ("same_topic", "other_topic"):
+    bulk = entry["details"]["bulk"]
+    assert_entry(entry, {
+        "broker CPU at 500/s, 0 records as one-record batches in the topic read",
+        f"broker CPU at 500/s, {bulk:,} records as batches of 100 in the topic read",
+        f"broker CPU at 500/s, {bulk:,} records as one-record batches in another topic",
+        "last window / first (one-record batches in the topic read)"}, set())
+    for series, per_batch in (("one_record_batches", 1), ("batches_of_100", 100),
+                              ("other_topic", 1)):
         windows = entry["details"][series]
         assert len(windows) == 2 and all(w["cores"] > 0 and w["read"] > 0 for w in windows)
-        assert windows[1]["held"] >= entry["details"]["bulk"] + windows[0]["read"]
+        assert (windows[1]["bulk_records"], windows[1]["bulk_batches"]) == (
+            bulk, -(-bulk // per_batch))
 
 
 def test_readme_benchmark_table_is_generated_from_the_committed_results() -> None:
