@@ -87,6 +87,14 @@ class Settings(BaseSettings):
         description="Consumer-group session timeout: how long a crashed worker keeps its "
         "partitions before the group moves them. Tansu delays every join by half of it.",
     )
+    group_leave_on_stop: bool | None = Field(
+        default=None,
+        description="Workers leave the consumer group when they stop, so the group moves their "
+        "partitions at once. Unset: on for an external cluster, off for the embedded broker, "
+        "where leaving during a rebalance can leave the group with no leader (Tansu 0.6.0; "
+        "README, Known limits) and a stopped worker's partitions move after the session "
+        "timeout instead.",
+    )
     group_rebalance_timeout_seconds: float = Field(
         default=6.0,
         gt=0,
@@ -175,6 +183,11 @@ class Settings(BaseSettings):
     def idempotence_for(self, embedded: bool) -> bool:
         if self.producer_idempotence is not None:
             return self.producer_idempotence
+        return not embedded
+
+    def leave_group_for(self, embedded: bool) -> bool:
+        if self.group_leave_on_stop is not None:
+            return self.group_leave_on_stop
         return not embedded
 
     # ---- Shared Signals Framework edge (`caep edge`, streams/edge*.py) -------------------------

@@ -107,9 +107,11 @@ class EngineApp(faust.App):
     """The faust app plus the engine's transport knobs that faust has no setting for."""
 
     fetch_max_wait_ms: int = transport.DEFAULT_FETCH_MAX_WAIT_MS
+    leave_group_on_stop: bool = True
 
 
-def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> EngineApp:
+def create_app(settings: Settings, bootstrap: str, *, idempotence: bool,
+               leave_group: bool = True) -> EngineApp:
     """Build the app; a factory so tests and several workers can each have their own."""
     if settings.trust_file is None:
         raise ValueError("a trust file is required")
@@ -150,6 +152,7 @@ def create_app(settings: Settings, bootstrap: str, *, idempotence: bool) -> Engi
         canonical_url=f"http://{_advertised(settings.web_bind)}:{web_port}",
     )
     app.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms
+    app.leave_group_on_stop = leave_group
     security_events_topic = app.topic(settings.topic_security_events, **RAW)
     activity_topic = app.topic(settings.topic_session_activity, **RAW)
     engine_input = app.topic(settings.topic_engine_input, **RAW)

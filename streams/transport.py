@@ -16,6 +16,7 @@
   again from the record that comes next (`streams.positions`).
 - A table's recovery asked to read a changelog from an offset below 0 reads it from the
   start instead of stopping the worker.
+- Optionally, stopping without leaving the group (`streams.membership`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from streams.membership import keep_membership_on_stop
 from streams.positions import Positions, Verdict
 
 log = logging.getLogger("caep.transport")
@@ -49,6 +51,11 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
                                                     for tp, offset in sorted(starts.items())))
         await super().seek_wait({tp: 0 if offset is None or offset < 0 else offset
                                  for tp, offset in partitions.items()})
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if not getattr(self.app, "leave_group_on_stop", True):
+            keep_membership_on_stop(self._consumer)
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)

@@ -50,8 +50,10 @@ def _addresses(app: Any) -> list[tuple[str, int]]:
 
 
 def run_worker(settings: Settings, bootstrap: str, *, embedded: bool) -> None:
-    """Block until SIGINT/SIGTERM; faust handles the signals and leaves the group cleanly."""
-    app = create_app(settings, bootstrap, idempotence=settings.idempotence_for(embedded))
+    """Block until SIGINT/SIGTERM; faust handles the signals and stops cleanly (leaving the
+    group unless `leave_group_for` says not to)."""
+    app = create_app(settings, bootstrap, idempotence=settings.idempotence_for(embedded),
+                     leave_group=settings.leave_group_for(embedded))
     asyncio.run(ensure_topics(bootstrap, engine_topics(settings), settings.topic_partitions,
                               settings.topic_replication_factor, compacted_topics(settings)))
     asyncio.set_event_loop(asyncio.new_event_loop())
@@ -95,7 +97,7 @@ class WorkerProcess:
         return None
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM (faust leaves the group cleanly), SIGKILL after `timeout`; the exit code."""
+        """SIGTERM (faust stops cleanly), SIGKILL after `timeout`; the exit code."""
         if self.process.poll() is None:
             self.process.terminate()
             try:

@@ -143,6 +143,8 @@ def start_worker(bootstrap: str, trust: Path, topics: Topics, **env: str) -> Wor
         CAEP_TRUST_FILE=str(trust),
         CAEP_APP_ID=f"caep-test-{uuid.uuid4().hex[:8]}",
         CAEP_GROUP_SESSION_TIMEOUT_SECONDS="6",
+        # what `caep worker` does on its embedded broker, unasked (tests/test_membership.py)
+        CAEP_GROUP_LEAVE_ON_STOP="true" if os.environ.get("CAEP_TEST_BOOTSTRAP") else "false",
         CAEP_LOG_LEVEL="info",
         CAEP_WEB_PORT="0",
         PYTHONUNBUFFERED="1",
