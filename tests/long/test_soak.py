@@ -527,6 +527,10 @@ def test_soak_sustained_rate_through_the_edge(bootstrap: str, tmp_path: Path) ->
                                           start),
             "worker_rss_mb": [round(s["worker"][0], 1) for s in sampler.samples
                               if s.get("worker") and s["worker"][0] is not None][::10],
+            # which process's cost grew over the run (the broker's, on Tansu: README)
+            "cpu_cores_per_minute": {name: [sampler.cpu_cores(name, at, min(at + 60, end))
+                                            for at in range(int(start), int(end), 60)]
+                                     for name in sampler.pids},
         },
         "signing_s": round(signing_seconds, 1), "wall_s": round(setup_and_run, 1),
         "worker_exit_code": code,
