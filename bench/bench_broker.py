@@ -108,14 +108,17 @@ async def steady(bootstrap: str, topic: str, seconds: float) -> int:
 
 async def bulk(bootstrap: str, topic: str, count: int, per_batch: int) -> None:
     """`count` records as batches of `per_batch`, each sent as a batch of its own."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                max_batch_size=per_batch * (len(VALUE) + 64))
     await producer.start()
     try:
         pending = []
         for first in range(0, count, per_batch):
             batch = producer.create_batch()
             for i in range(first, min(count, first + per_batch)):
-                batch.append(timestamp=None, key=f"k{i % 1000}".encode(), value=VALUE)
+                if batch.append(timestamp=None, key=f"k{i % 1000}".encode(),
+                                value=VALUE) is None:
+                    raise RuntimeError(f"a batch took fewer than {per_batch} records")
             batch.close()
             pending.append(await producer.send_batch(batch, topic,
                                                      partition=(first // per_batch) % PARTITIONS))

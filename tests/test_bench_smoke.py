@@ -7,10 +7,12 @@ README's benchmark table is the one `python -m bench.readme` renders from bench/
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from bench import harness, readme, results
+from bench import bench_broker, harness, readme, results
+from streams.topics import ensure_topics
+from tests.batches import record_batches
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 ALGORITHMS = ("RS256", "ES256")
@@ -197,6 +201,22 @@ def test_quick_broker_benchmark_measures_the_broker_as_it_fills(
         assert len(windows) == 2 and all(w["cores"] > 0 and w["read"] > 0 for w in windows)
         assert (windows[1]["bulk_records"], windows[1]["bulk_batches"]) == (
             bulk, -(-bulk // per_batch))
+
+
+@pytest.mark.parametrize("per_batch", [1, 100])
+def test_broker_benchmark_bulk_writes_the_batches_it_counts(bootstrap: str,
+                                                            per_batch: int) -> None:
+    """Its figures name batches held, so each bulk batch must reach the broker whole and
+    alone (an aiokafka batch silently takes no more than its byte limit allows)."""
+    topic = f"bulk-{uuid.uuid4().hex[:8]}"
+
+    async def written() -> list[list[int]]:
+        await ensure_topics(bootstrap, [topic], bench_broker.PARTITIONS)
+        await bench_broker.bulk(bootstrap, topic, 8 * per_batch, per_batch)
+        return [await record_batches(bootstrap, topic, p)
+                for p in range(bench_broker.PARTITIONS)]
+
+    assert asyncio.run(written()) == [[per_batch] * 2] * bench_broker.PARTITIONS
 
 
 def test_readme_benchmark_table_is_generated_from_the_committed_results() -> None:
