@@ -181,14 +181,10 @@ class Settings(BaseSettings):
     )
 
     def idempotence_for(self, embedded: bool) -> bool:
-        if self.producer_idempotence is not None:
-            return self.producer_idempotence
-        return not embedded
+        return _set_or_cluster(self.producer_idempotence, embedded)
 
     def leave_group_for(self, embedded: bool) -> bool:
-        if self.group_leave_on_stop is not None:
-            return self.group_leave_on_stop
-        return not embedded
+        return _set_or_cluster(self.group_leave_on_stop, embedded)
 
     # ---- Shared Signals Framework edge (`caep edge`, streams/edge*.py) -------------------------
     edge_host: str = Field(default="127.0.0.1", description="Edge: the address it listens on.")
@@ -263,3 +259,8 @@ class Settings(BaseSettings):
         description="Edge: SETs held per stream (paused, or waiting to be polled); the oldest "
         "are dropped beyond it.",
     )
+
+
+def _set_or_cluster(value: bool | None, embedded: bool) -> bool:
+    """A switch Tansu cannot take: as set, else on for an external cluster only."""
+    return (not embedded) if value is None else value
