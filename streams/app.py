@@ -40,6 +40,8 @@ import faust
 import orjson
 from faust.streams import _current_event
 from mode import CrashingSupervisor
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from caep import jsonbytes
 from caep.activity import parse_activity
@@ -108,6 +110,12 @@ class EngineApp(faust.App):
 
     fetch_max_wait_ms: int = transport.DEFAULT_FETCH_MAX_WAIT_MS
     leave_group_on_stop: bool = True
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        """Reports the records it empties out of stream buffers, so the transport reads
+        them again (streams/transport.py)."""
+        return transport.ReportingFlowControl(loop=self.loop)
 
 
 def create_app(settings: Settings, bootstrap: str, *, idempotence: bool,

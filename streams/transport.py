@@ -14,6 +14,16 @@
 - Every input partition's records reach its stream in offset order with none skipped: a
   record fetched before a seek and handed over after it is dropped and the partition read
   again from the record that comes next (`streams.positions`).
+- A seek to the committed offsets lands whole. faust's recovery resumes the partitions
+  before it seeks them, so records fetched while the seek awaits reach the streams and
+  move the fetch position on; the seek then put the next expected record back to the
+  committed offset but left the fetch past it, and with no later record to show the gap
+  the partition was never read again. The fetch position is set with the expectation.
+- Records dropped from the stream buffers are read again. Resuming flow empties every
+  stream's buffer (`ReportingFlowControl`); faust counts on its next seek to read what
+  was there, but recovery resumes flow after its seek, so records handed over in between
+  were gone for good (both found by tests/test_takeover.py under load: revocations never
+  decided, their offsets never committed).
 - A table's recovery asked to read a changelog from an offset below 0 reads it from the
   start instead of stopping the worker.
 - Optionally, stopping without leaving the group (`streams.membership`).
@@ -22,12 +32,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from mode.utils.queues import FlowControlEvent
 
 from streams.membership import keep_membership_on_stop
 from streams.positions import Positions, Verdict
@@ -78,11 +90,36 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return committed
 
 
+class ReportingFlowControl(FlowControlEvent):
+    """faust's flow control, telling `on_dropped` the first offset of each partition whose
+    records it empties out of the stream buffers when flow resumes."""
+
+    on_dropped: Callable[[Mapping[TP, int]], None] | None = None
+
+    def clear(self) -> None:
+        first: dict[TP, int] = {}
+        for queue in self._queues:
+            for item in queue._queue:  # type: ignore[attr-defined]
+                message = getattr(item, "message", None)
+                if message is not None:
+                    tp, offset = message.tp, message.offset
+                    first[tp] = min(offset, first.get(tp, offset))
+        super().clear()
+        if first and self.on_dropped is not None:
+            self.on_dropped(first)
+
+
 class Consumer(faust_aiokafka.Consumer):
     """Hands each input partition's records to its stream in offset order, none skipped
     (see `streams.positions`)."""
 
     _positions: Positions[TP] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        control = self.app.flow_control
+        if isinstance(control, ReportingFlowControl):
+            control.on_dropped = self._read_dropped_again
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -104,7 +141,34 @@ class Consumer(faust_aiokafka.Consumer):
     async def perform_seek(self) -> None:
         await super().perform_seek()
         read = self._read_offset
-        self.positions.seeked({tp: read.get(tp) for tp in self._guarded(self.assignment())})
+        offsets = {tp: read.get(tp) for tp in self._guarded(self.assignment())}
+        # No await from here on: records fetched while the seek awaited moved the fetch on.
+        for tp, offset in offsets.items():
+            if offset is not None and not self._set_fetch_position(tp, offset):
+                offsets[tp] = None
+        self.positions.seeked(offsets)
+
+    def _set_fetch_position(self, tp: TP, offset: int) -> bool:
+        try:
+            self._thread.seek(tp, offset)
+        except IllegalStateError:  # revoked meanwhile: the next rebalance seeks it
+            return False
+        return True
+
+    def _read_dropped_again(self, first: Mapping[TP, int]) -> None:
+        """Records handed to a stream and then emptied out of its buffer are read again."""
+        positions = self.positions
+        for tp in self._guarded(first):
+            offset, want = first[tp], positions.expected(tp)
+            if want is None or offset >= want:  # not handed over yet, or waiting for a seek
+                continue
+            if not self._set_fetch_position(tp, offset):
+                continue
+            positions.seeked({tp: offset})
+            self._read_offset[tp] = offset or None
+            log.info("%s[%d]: records %d-%d were emptied out of the stream buffers when flow "
+                     "resumed: reading again from %d", tp.topic, tp.partition, offset,
+                     want - 1, offset)
 
     async def seek(self, partition: TP, offset: int) -> None:
         if self._guarded([partition]):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from faust.types import TP
 
 from caep.settings import Settings
 from streams.app import create_app
+from streams.positions import Verdict
 from tests.conftest import Idp
 
 
@@ -44,6 +46,7 @@ def make_consumer(idp: Idp, tmp_path: Path) -> tuple[Any, TP]:
     settings = Settings(trust_file=idp.trust_file, app_id=f"t-{uuid.uuid4().hex[:8]}",
                         data_dir=tmp_path)
     app = create_app(settings, "127.0.0.1:9", idempotence=False)
+    app.topics._acking_topics.add(settings.topic_engine_input)  # as its agent's subscription does
     return app.consumer, TP(settings.topic_engine_input, 0)
 
 
@@ -110,3 +113,67 @@ def test_recovery_asked_for_a_negative_or_no_offset_reads_from_the_start(
     low, kept, unknown = TP("changelog", 0), TP("changelog", 1), TP("changelog", 2)
     asyncio.run(thread.seek_wait({low: -5, kept: 7, unknown: None}))
     assert seeks == [{low: 0, kept: 7, unknown: 0}]
+
+
+class FetchPosition:
+    """Where the consumer's fetcher reads next, per partition, as its seeks set it."""
+
+    def __init__(self) -> None:
+        self.at: dict[TP, int] = {}
+
+    def seek(self, tp: TP, offset: int) -> None:
+        self.at[tp] = offset
+
+
+def test_records_fetched_while_the_seek_awaits_are_read_again(
+        idp: Idp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """faust's recovery resumes a partition and then seeks it to its committed offset; a fetch
+    that lands while the seek awaits hands records on and moves the fetch past them. Were the
+    stream's next offset put back to the committed one while the fetch stays past it, and no
+    later record came to show the gap, those records (were they then emptied out of the
+    buffers) would never be read again (tests/test_takeover.py, under load)."""
+    consumer, tp = make_consumer(idp, tmp_path)
+    fetch = FetchPosition()
+    monkeypatch.setattr(consumer._thread, "seek", fetch.seek)
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    committed = Held({tp: 250})
+    monkeypatch.setattr(consumer, "seek_to_committed", committed)
+
+    async def seek_with_a_fetch_landing() -> None:
+        task = asyncio.create_task(consumer.perform_seek())
+        await asyncio.wait_for(committed.entered.wait(), 5)
+        fetch.at[tp] = 250  # the broker-side seek is done; then a fetch lands
+        delivered = [consumer.positions.verdict(tp, offset) for offset in range(250, 258)]
+        assert set(delivered) == {Verdict.DELIVER}
+        fetch.at[tp] = 258
+        committed.release.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(seek_with_a_fetch_landing())
+    assert consumer.positions.expected(tp) == 250
+    assert fetch.at[tp] == 250
+
+
+def emptied_buffer(consumer: Any, items: list[tuple[TP, int]]) -> None:
+    """Records handed to a stream and still in its buffer when flow resumes."""
+    queue = consumer.app.FlowControlQueue(maxsize=100, clear_on_resume=True)
+    for tp, offset in items:
+        queue.put_nowait(SimpleNamespace(message=SimpleNamespace(tp=tp, offset=offset)))
+    consumer.app.flow_control.resume()
+    assert queue.qsize() == 0
+
+
+def test_records_emptied_out_of_stream_buffers_are_read_again(
+        idp: Idp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer, tp = make_consumer(idp, tmp_path)
+    fetch = FetchPosition()
+    monkeypatch.setattr(consumer._thread, "seek", fetch.seek)
+    later, other = TP(tp.topic, 1), TP("not-an-input", 0)
+    consumer.positions.seeked({tp: 250, later: 40})
+    for offset in range(250, 258):
+        consumer.positions.verdict(tp, offset)
+    emptied_buffer(consumer, [(tp, 256), (tp, 255), (tp, 257), (later, 40), (other, 3)])
+    assert fetch.at == {tp: 255}  # `later`'s record was not handed over yet
+    assert consumer.positions.expected(tp) == 255
+    assert consumer._read_offset[tp] == 255
+    assert consumer.positions.expected(later) == 40
