@@ -18,7 +18,7 @@
   before it seeks them, so records fetched while the seek awaits reach the streams and
   move the fetch position on; the seek then put the next expected record back to the
   committed offset but left the fetch past it, and with no later record to show the gap
-  the partition was never read again. The fetch position is set with the expectation.
+  the partition was never read again. The seek now sets both in one step.
 - Records dropped from the stream buffers are read again. Resuming flow empties every
   stream's buffer (`ReportingFlowControl`); faust counts on its next seek to read what
   was there, but recovery resumes flow after its seek, so records handed over in between
@@ -141,17 +141,15 @@ class Consumer(faust_aiokafka.Consumer):
     async def perform_seek(self) -> None:
         await super().perform_seek()
         read = self._read_offset
-        offsets = {tp: read.get(tp) for tp in self._guarded(self.assignment())}
         # No await from here on: records fetched while the seek awaited moved the fetch on.
-        for tp, offset in offsets.items():
-            if offset is not None and not self._set_fetch_position(tp, offset):
-                offsets[tp] = None
-        self.positions.seeked(offsets)
+        self.positions.seeked({
+            tp: offset for tp in self._guarded(self.assignment())
+            if (offset := read.get(tp)) is None or self._set_fetch_position(tp, offset)})
 
     def _set_fetch_position(self, tp: TP, offset: int) -> bool:
         try:
             self._thread.seek(tp, offset)
-        except IllegalStateError:  # revoked meanwhile: the next rebalance seeks it
+        except IllegalStateError:  # revoked meanwhile (left as the revocation set it)
             return False
         return True
 

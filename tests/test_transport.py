@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
 from caep.settings import Settings
@@ -177,3 +178,21 @@ def test_records_emptied_out_of_stream_buffers_are_read_again(
     assert consumer.positions.expected(tp) == 255
     assert consumer._read_offset[tp] == 255
     assert consumer.positions.expected(later) == 40
+
+
+def test_a_partition_revoked_while_the_seek_awaits_stays_blocked(
+        idp: Idp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fetcher refuses the seek of a partition it no longer holds; its records stay
+    dropped until the next rebalance positions it, instead of any record being taken."""
+    consumer, tp = make_consumer(idp, tmp_path)
+
+    def refuse(tp: TP, offset: int) -> None:
+        raise IllegalStateError(f"No current assignment for partition {tp}")
+
+    monkeypatch.setattr(consumer._thread, "seek", refuse)
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    monkeypatch.setattr(consumer, "seek_to_committed", Held({tp: 250}))
+    consumer.seek_to_committed.release.set()
+    consumer.positions.revoked([tp])
+    asyncio.run(consumer.perform_seek())
+    assert consumer.positions.verdict(tp, 250) is Verdict.DROP
