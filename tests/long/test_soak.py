@@ -71,6 +71,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from caep.codec import sign_set
 from caep.keys import generate_jwk, jwks_of, private_key
+from caep.policy import TIME_EVENTS
 from tests.conftest import (
     AUDIENCE,
     ISSUER,
@@ -386,9 +387,6 @@ class Sampler:
 
 
 # -- decisions -----------------------------------------------------------------------------------
-
-TIME_EVENTS = ("absolute-lifetime", "idle-timeout")
-
 
 async def _decided(bootstrap: str, topic: str, wanted: Mapping[str, str], deadline: float
                    ) -> tuple[dict[str, float], dict[str, float]]:
