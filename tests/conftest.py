@@ -127,12 +127,12 @@ def topics(bootstrap: str) -> Topics:
     return fresh_topics(bootstrap)
 
 
-def fresh_topics(bootstrap: str) -> Topics:
+def fresh_topics(bootstrap: str, partitions: int = 4) -> Topics:
     s = uuid.uuid4().hex[:8]
     t = Topics(f"t{s}.security-events", f"t{s}.decisions", f"t{s}.dead-letter",
                f"t{s}.session-activity", f"t{s}.engine-input", f"t{s}.flags",
                f"t{s}.device-index")
-    asyncio.run(ensure_topics(bootstrap, t.names(), 4, compacted={t.flags}))
+    asyncio.run(ensure_topics(bootstrap, t.names(), partitions, compacted={t.flags}))
     return t
 
 

@@ -18,7 +18,11 @@ partition's batch. That is for the broker on this machine: Tansu's in-memory sto
 every batch a partition holds to answer each fetch (README, Known limits), so the cost of
 reading security-events grows with the batches written, and at 5 ms the long profile fills it
 with about 200,000 of them, which slows the whole machine after a few minutes. At 50 ms a push
-waits up to that much longer for its 202, within the receiver goal.
+waits up to that much longer for its 202, within the receiver goal. For the same reason the
+topics have 2 partitions, not the 4 of the other integration tests: a linger gathers SETs per
+partition, so fewer partitions make fewer, larger batches, and a fetch lists every partition
+it finds new records in. One worker reads them all either way; partitions are what more
+workers share (`bench/bench_scaleout.py`).
 
 The workload, signed (ES256, on every core) before the timed phase: sessions of 2,000 users,
 each session established, presented three times and revoked, one second apart (CAEP
@@ -44,6 +48,14 @@ Every user has a subject state from its first session on, kept after its session
 (about 0.8 kB in the worker each, from one-off runs: memory grew with the users seen, 5.4%
 over the 2 minutes with 10,000 users of whom some 1,800 had been seen at the baseline and
 7,000 by the end). So the users number 2,000 and all have a session before the baseline.
+A subject state also keeps the marks of the last MAX_SEEN (256) inputs applied to it, so that
+an input read again after a crash applies once: about 19 bytes each as stored, up to some
+5 kB a subject. A user gets 150 SETs in the long profile, so its marks would grow all along
+(a one-off long run: worker RSS +16.6%; +4.7% with the bound patched to 16). The worker
+therefore starts from warm states: every user's subject state, with MAX_SEEN marks and no
+session, is written to the subject table's changelog before the worker starts, which restores
+it; the soak checks that the states the worker wrote last still hold MAX_SEEN marks, which
+only a restored state can.
 
 The worker forgets a SET's (iss, jti) after the replay window (by default a day: about 320
 bytes per SET, 160 kB/s at this rate). That is retention by configuration, not growth: the soak
@@ -79,11 +91,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from caep.codec import sign_set
+from caep.codec import SetVerifier, sign_set
+from caep.evaluation import security_events
 from caep.keys import generate_jwk, jwks_of, private_key
 from caep.policy import TIME_EVENTS
+from caep.state import MAX_SEEN, SubjectState, seen_mark
+from caep.trust import TrustStore
+from streams.topics import ensure_topics
 from tests.conftest import (
     AUDIENCE,
     ISSUER,
@@ -101,6 +117,7 @@ STEP_SECONDS = 1.0  # between two SETs of one session
 USERS = 2_000  # each has a session within the warm-up (see `plan`)
 CLIENTS = 64
 EDGE_LINGER_MS = 50
+PARTITIONS = 2  # of every topic (see the module's docstring)
 WARM_UP = 20.0  # seconds of the push phase before the memory baseline
 BASELINE = 10.0  # seconds the baseline is averaged over
 TAIL = 30.0  # the last seconds of the push phase, compared with the baseline
@@ -401,6 +418,72 @@ class Sampler:
 
 # -- decisions -----------------------------------------------------------------------------------
 
+def warm_states(trust: Path, items: list[Planned], tokens: list[bytes]) -> dict[str, bytes]:
+    """Each user's subject state as a worker that has run a while holds it: no session yet
+    (the workload brings them), and MAX_SEEN marks of inputs applied before, the bound the
+    state stops growing at (see the module's docstring). Tenant, key and subject are the
+    evaluation's own, from each user's first SET. Returns {table key: encoded state}."""
+    verifier = SetVerifier(TrustStore.from_file(trust))
+    states: dict[str, bytes] = {}
+    for item, token in zip(items, tokens, strict=False):
+        if item.user in states:
+            continue
+        [event] = security_events(verifier.verify(token.decode()))
+        marks = tuple(seen_mark(f"before the soak {item.user} {n}") for n in range(MAX_SEEN))
+        state = SubjectState(tenant=event.tenant, key=event.key, subject=dict(event.subject),
+                             seen=marks)
+        states[event.key] = state.to_bytes()
+        if len(states) == USERS:
+            break
+    return states
+
+
+async def seed_subjects_table(bootstrap: str, app_id: str, states: Mapping[str, bytes],
+                              partitions: int) -> None:
+    """Write `states` to the worker's subject table changelog before the worker starts, so it
+    restores them: in the partition of each key's input records (the default partitioner,
+    as the edge's), and the last record of each partition once more, alone (Tansu answers
+    a partition's end as one past its last batch's first record; README, Tansu's high
+    watermark)."""
+    changelog = f"{app_id}-subjects-changelog"
+    await ensure_topics(bootstrap, [changelog], partitions, compacted={changelog})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        last: dict[int, tuple[bytes, bytes]] = {}
+        sent = [await producer.send(changelog, key=key.encode(), value=value)
+                for key, value in states.items()]
+        for (key, value), delivery in zip(states.items(), sent, strict=True):
+            last[(await delivery).partition] = (key.encode(), value)
+        for partition, (last_key, last_value) in sorted(last.items()):
+            await producer.send_and_wait(changelog, key=last_key, value=last_value,
+                                         partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def _last_states(bootstrap: str, topic: str, count: int = 50) -> dict[bytes, bytes]:
+    """The latest value of each key among the last `count` records of every partition."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                              enable_auto_commit=False)
+    await reader.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        reader.assign(tps)
+        ends = await reader.end_offsets(tps)
+        for tp in tps:
+            reader.seek(tp, max(0, ends[tp] - count))
+        latest: dict[bytes, bytes] = {}
+        while [tp for tp in tps if await reader.position(tp) < ends[tp]]:
+            for records in (await reader.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if record.key is not None and record.value is not None:
+                        latest[record.key] = record.value
+        return latest
+    finally:
+        await reader.stop()
+
+
 async def _decided(bootstrap: str, topic: str, wanted: Mapping[str, str], deadline: float
                    ) -> tuple[dict[str, float], dict[str, float]]:
     """Read from the topic's start until every revocation in `wanted` (jti -> session) is
@@ -462,16 +545,19 @@ def test_soak_sustained_rate_through_the_edge(bootstrap: str, tmp_path: Path) ->
     tokens = sign_all(jwk, items, planned_start)
     tokens_file = tmp_path / "sets.txt"
     tokens_file.write_bytes(b"\n".join(tokens))
+    signing_seconds = time.monotonic() - prepared
+
+    topics = fresh_topics(bootstrap, PARTITIONS)
+    app_id = f"caep-soak-{uuid.uuid4().hex[:8]}"
+    warm = warm_states(trust, items, tokens)
     del tokens
+    asyncio.run(seed_subjects_table(bootstrap, app_id, warm, PARTITIONS))
     # The edge runs in this process: without this, every full collection of its garbage
     # collector walks the workload planned above too (~150 ms at the CI profile's size).
     gc.collect()
     gc.freeze()
-    signing_seconds = time.monotonic() - prepared
-
-    topics = fresh_topics(bootstrap)
-    worker = start_worker(bootstrap, trust, topics,
-                          CAEP_APP_ID=f"caep-soak-{uuid.uuid4().hex[:8]}",
+    worker = start_worker(bootstrap, trust, topics, CAEP_APP_ID=app_id,
+                          CAEP_TOPIC_PARTITIONS=str(PARTITIONS),
                           CAEP_LOG_LEVEL="warning",
                           CAEP_REPLAY_WINDOW_SECONDS=str(REPLAY_WINDOW),
                           CAEP_POLICY_FILE=str(write_policy(
@@ -479,7 +565,7 @@ def test_soak_sustained_rate_through_the_edge(bootstrap: str, tmp_path: Path) ->
                               clock_skew_seconds=CLOCK_SKEW)))
     settings = edge_settings(bootstrap, trust, tmp_path,
                              topic_security_events=topics.security_events,
-                             topic_decisions=topics.decisions, topic_partitions=4,
+                             topic_decisions=topics.decisions, topic_partitions=PARTITIONS,
                              edge_linger_ms=EDGE_LINGER_MS)
     results_file = tmp_path / "pushes.json"
     context = multiprocessing.get_context("spawn")
@@ -512,10 +598,13 @@ def test_soak_sustained_rate_through_the_edge(bootstrap: str, tmp_path: Path) ->
             session_of = {item.jti: item.session for item, _ in revocations}
             decided, ended = asyncio.run(_decided(bootstrap, topics.decisions, session_of,
                                                   answered + DECISIONS_WITHIN))
+            last_states = asyncio.run(_last_states(bootstrap, f"{app_id}-subjects-changelog"))
         setup_and_run = time.monotonic() - prepared
     finally:
         code = stop_worker(worker)
 
+    full_states = sum(len(SubjectState.from_bytes(value).seen) == MAX_SEEN
+                      for value in last_states.values())
     statuses = Counter(pushes["status"])
     errors = sum(n for status, n in statuses.items() if status != 202)
     latencies = pushes["latency"]
@@ -538,7 +627,8 @@ def test_soak_sustained_rate_through_the_edge(bootstrap: str, tmp_path: Path) ->
     figures: dict[str, Any] = {
         "profile": shape.name, "target_rate": shape.rate, "target_seconds": shape.seconds,
         "sets": count, "revocation_sets": sum(i.event == "session-revoked" for i in items),
-        "clients": CLIENTS, "edge_linger_ms": EDGE_LINGER_MS, "users": USERS,
+        "clients": CLIENTS, "edge_linger_ms": EDGE_LINGER_MS, "partitions": PARTITIONS,
+        "users": USERS,
         "replay_window_s": REPLAY_WINDOW,
         "session_lifetime_s": LIFETIME, "clock_skew_s": CLOCK_SKEW,
         "push_start_after_planned_s": round(start - planned_start, 1),
@@ -555,6 +645,10 @@ def test_soak_sustained_rate_through_the_edge(bootstrap: str, tmp_path: Path) ->
         "revocations_accepted": len(accepted), "revocations_decided": len(decided),
         "ended_by_lifetime_first": len(ended_first),
         "lost": len(lost), "lost_jtis": lost[:20],
+        # the states the worker wrote last: each still holds MAX_SEEN marks only if it was
+        # evaluated from the warm state restored (a user gets fewer SETs than that here)
+        "warm_states": {"seeded": len(warm), "last_written": len(last_states),
+                        "with_max_seen_marks": full_states},
         "revoke_to_decision_ms": {
             "p50": ms(percentile(list(revoke.values()), 0.5)),
             "p90": ms(percentile(list(revoke.values()), 0.9)),
@@ -608,6 +702,9 @@ def test_soak_sustained_rate_through_the_edge(bootstrap: str, tmp_path: Path) ->
     if ended_first:
         missed.append(f"{len(ended_first)} revocations came after their session's "
                       f"{LIFETIME} s lifetime had ended it (counted as late until then)")
+    if not last_states or full_states < len(last_states):
+        missed.append(f"only {full_states} of the {len(last_states)} subject states written last "
+                      f"hold {MAX_SEEN} marks: the warm states were not restored")
     if revoke_p99 >= REVOKE_P99_MS:
         missed.append(f"revoke->decision p99 {revoke_p99} ms >= {REVOKE_P99_MS:.0f} ms "
                       f"(p50 {figures['revoke_to_decision_ms']['p50']} ms)")
