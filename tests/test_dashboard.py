@@ -15,9 +15,11 @@ import httpx
 import orjson
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import (
@@ -177,6 +179,14 @@ def test_the_feed_and_the_timeline_explain_a_revocation(
         decision["source_jti"], decision["subject_key"], "info")
 
 
+def click(found: tuple[WebElement, str] | None) -> bool:
+    """Click a row found, for WebDriverWait: False (try again) while there is none."""
+    if found is None:
+        return False
+    found[0].click()
+    return True
+
+
 def test_a_user_watching_the_dashboard_sees_the_revocation_happen(
         bootstrap: str, idp: Idp, topics: Topics, web: httpx.Client,
         browser: WebDriver) -> None:
@@ -185,7 +195,8 @@ def test_a_user_watching_the_dashboard_sees_the_revocation_happen(
     live = wait_for(lambda: live_sessions(web), 10, "a live session")
 
     browser.get(str(web.base_url.join("/dashboard")))
-    wait = WebDriverWait(browser, 10)
+    # the page redraws its tables as updates arrive: a row found may be replaced before it is read
+    wait = WebDriverWait(browser, 10, ignored_exceptions=[StaleElementReferenceException])
     wait.until(lambda b: b.find_element(By.ID, "status").text == "live")
     row = f"#sessions tr[data-tenant='{ISSUER}']"
 
@@ -197,13 +208,19 @@ def test_a_user_watching_the_dashboard_sees_the_revocation_happen(
 
     produce(bootstrap, topics.security_events, [revocation(idp, email, session)],
             key=email.encode())
-    shown = wait.until(lambda b: [r for r in b.find_elements(By.CSS_SELECTOR, "#decisions tbody tr")
-                                  if session in r.text and "revoke_session" in r.text])
-    assert SESSION_REVOKED in shown[0].text, "the decision's reason is shown"
+    def decision_row(b: WebDriver) -> tuple[WebElement, str] | None:
+        for r in b.find_elements(By.CSS_SELECTOR, "#decisions tbody tr"):
+            text = r.text
+            if session in text and "revoke_session" in text:
+                return r, text
+        return None
+
+    _, text = wait.until(decision_row)
+    assert SESSION_REVOKED in text, "the decision's reason is shown"
     wait.until(lambda b: low_count(b) == str(live - 1))
     assert browser.find_element(By.ID, "live").text == str(live - 1)
 
-    shown[0].click()
+    wait.until(lambda b: click(decision_row(b)))
     wait.until(lambda b: "status revoked" in b.find_element(By.ID, "timeline").text)
     timeline = browser.find_element(By.ID, "timeline").text
     assert "revoke_session" in timeline and SESSION_REVOKED in timeline
