@@ -166,6 +166,10 @@ async def timed_phase(bootstrap: str, topics: harness.Topics,
         # As the pipeline benchmark counts it: decisions over the span of their timestamps
         # (arrivals here come a fetch at a time, which would shorten the span).
         span = (max(stamped) - min(stamped)) / 1000
+        if span <= 0:
+            # all in one millisecond (a small burst decided in one batch): over the span from
+            # the first SET sent instead, a lower bound
+            span = max(stamped) / 1000 - min(sent.values())
         summary["decided_rate"] = (len(stamped) - 1) / span if span > 0 else float("nan")
     return summary
 
