@@ -26,13 +26,19 @@
   decided, their offsets never committed).
 - A table's recovery asked to read a changelog from an offset below 0 reads it from the
   start instead of stopping the worker.
+- A worker stopped while a rebalance reaches it closes its consumer on the consumer's own
+  loop. faust closed it on the app's loop, where the coordinator was marked closed and then
+  failed, so the real stop skipped its LeaveGroup: the group waited a session timeout for a
+  member already gone.
 - Optionally, stopping without leaving the group (`streams.membership`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import Future
 from typing import Any, ClassVar
 
 from aiokafka.errors import IllegalStateError
@@ -50,6 +56,26 @@ DEFAULT_FETCH_MAX_WAIT_MS = 100
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    _closing: Future[None] | None = None
+
+    def close(self) -> None:
+        """faust calls this from the app's loop when a rebalance reaches a worker that is
+        stopping. The consumer belongs to this thread's loop: its stop runs there, and the
+        thread's own stop waits for it (`on_thread_stop`), LeaveGroup included."""
+        if self._consumer is None or self._closing is not None or self.thread_loop.is_closed():
+            return
+        log.info("a rebalance reached the stopping worker: closing its consumer")
+        self._closing = asyncio.run_coroutine_threadsafe(self._consumer.stop(),
+                                                         self.thread_loop)
+
+    async def on_thread_stop(self) -> None:
+        await super().on_thread_stop()
+        if self._closing is not None:
+            try:
+                await asyncio.wrap_future(self._closing)
+            except Exception:
+                log.exception("closing the consumer failed")
+
     async def seek_wait(self, partitions: Mapping[TP, int | None]) -> None:
         """faust's recovery reads a changelog from where its offsets say, -1 meaning "from the
         start"; another negative one, or none at all (both seen on Tansu while workers were

@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
-from aiokafka import AIOKafkaClient
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest
 
+from caep.settings import Settings
+from streams.app import create_app
 from streams.broker import EmbeddedBroker
 from streams.worker import WorkerProcess
 from tests.conftest import Idp, fresh_topics, observe, start_worker
 
+T = TypeVar("T")
 MEMBER_ID_REQUIRED = 79
 REBALANCE_IN_PROGRESS = 27
 SESSION_MS = 2000
@@ -153,3 +160,61 @@ def test_a_stopped_worker_leaves_its_group_only_when_told_to(idp: Idp, leave: bo
     else:
         assert first.leader != first.member_id  # the stopped worker's membership, kept
         assert rejoins > 0
+
+
+def test_a_consumer_closed_from_the_app_loop_still_leaves_its_group(idp: Idp,
+                                                                   tmp_path: Path) -> None:
+    """faust closes the consumer from the app's loop (`ConsumerThread.close`) when a rebalance
+    reaches a worker that is stopping: a stop that lands just after a rebalance. The consumer
+    lives on its thread's loop. faust ran its closing on the app's loop instead, where it
+    failed after marking the coordinator closed, so the thread's stop skipped LeaveGroup and
+    the next member had to wait out the session (the test above failed about once in 12
+    loaded runs). Here the thread's loop runs on a thread of its own, as in a worker, with a
+    real consumer in the group; close() comes from another thread, then the thread stops."""
+    app_id = f"caep-close-{uuid.uuid4().hex[:8]}"
+    with EmbeddedBroker() as broker:
+        topics = fresh_topics(broker.bootstrap, partitions=2)
+        settings = Settings(trust_file=idp.trust_file, app_id=app_id, data_dir=tmp_path)
+        thread = create_app(settings, broker.bootstrap, idempotence=False).consumer._thread
+        loop = thread.thread_loop
+        runner = threading.Thread(target=loop.run_forever, daemon=True)
+        runner.start()
+
+        def on_thread_loop(work: Coroutine[Any, Any, T]) -> T:
+            return asyncio.run_coroutine_threadsafe(work, loop).result(30)
+
+        async def started() -> AIOKafkaConsumer:
+            consumer = AIOKafkaConsumer(topics.security_events, bootstrap_servers=broker.bootstrap,
+                                        group_id=app_id, session_timeout_ms=8000,
+                                        heartbeat_interval_ms=200)
+            await consumer.start()
+            return consumer
+
+        async def passer_by() -> None:
+            (member,) = await members(broker.bootstrap, app_id, "roundrobin", 1)
+            try:
+                await member.join()
+                await member.leave()
+            finally:
+                await member.client.close()
+
+        async def newcomer() -> Joined:
+            (member,) = await members(broker.bootstrap, app_id, "roundrobin", 1)
+            try:
+                return await member.join()
+            finally:
+                await member.client.close()
+
+        try:
+            consumer = thread._consumer = on_thread_loop(started())
+            observe(lambda: bool(consumer.assignment()), 30, "the consumer was assigned")
+            asyncio.run(passer_by())  # to a generation above 0, from which aiokafka leaves
+            observe(lambda: consumer._coordinator.generation > 0 and bool(consumer.assignment()),
+                    30, "the consumer was assigned again")
+            thread.close()
+            on_thread_loop(thread.on_thread_stop())
+            first = asyncio.run(newcomer())
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            runner.join(10)
+        assert first.leader == first.member_id
