@@ -1,4 +1,4 @@
-"""faust's aiokafka transport with four changes. Brokers use it through the scheme `caep-kafka://`.
+"""faust's aiokafka transport, changed as listed. Brokers use it through the scheme `caep-kafka://`.
 
 - A configurable fetch max-wait. faust hard-codes `fetch_max_wait_ms=1500`. Kafka answers a
   fetch as soon as data arrives, so there it only sets how often an idle consumer polls; Tansu
