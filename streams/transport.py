@@ -243,8 +243,8 @@ class Consumer(faust_aiokafka.Consumer):
             self._read_offset.pop(tp, None)
         else:
             self._read_offset[tp] = want or None
-        log.info("%s[%d]: a seek to %s landed while record %d was handed over: reading on "
-                 "from the seek", tp.topic, tp.partition, want, handed)
+        log.info("%s[%d]: a seek or revocation landed while record %d was handed over: "
+                 "faust's read offset put back to %s", tp.topic, tp.partition, handed, want)
 
     async def _rewind(self, tp: TP, offset: int) -> None:
         """A record ahead of the next one came (fetched before a seek): read again from the
