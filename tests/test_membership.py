@@ -104,6 +104,17 @@ def test_tansu_keeps_a_leader_that_left_while_the_group_formed() -> None:
         asyncio.run(scenario(broker.bootstrap))
 
 
+async def pass_by(bootstrap: str, group: str, protocol: str) -> None:
+    """A member joins the group and leaves: its members rejoin at the next generation (aiokafka
+    leaves a group only from a generation above 0, Tansu's first)."""
+    (member,) = await members(bootstrap, group, protocol, 1)
+    try:
+        await member.join()
+        await member.leave()
+    finally:
+        await member.client.close()
+
+
 def synced_generation(worker: WorkerProcess) -> int:
     """The generation of the worker's last successful SyncGroup, from its log (-1: none)."""
     found = [int(m.group(1)) for line in worker.output
@@ -120,14 +131,6 @@ def test_a_stopped_worker_leaves_its_group_only_when_told_to(idp: Idp, leave: bo
     member joins and leaves first to move the worker to the next one.)"""
     app_id = f"caep-membership-{uuid.uuid4().hex[:8]}"
     session = 8
-
-    async def passer_by(bootstrap: str) -> None:
-        (member,) = await members(bootstrap, app_id, "faust", 1)
-        try:
-            await member.join()
-            await member.leave()
-        finally:
-            await member.client.close()
 
     async def newcomer(bootstrap: str) -> tuple[Joined, int]:
         (member,) = await members(bootstrap, app_id, "faust", 1)
@@ -150,7 +153,7 @@ def test_a_stopped_worker_leaves_its_group_only_when_told_to(idp: Idp, leave: bo
                               CAEP_GROUP_LEAVE_ON_STOP=str(leave).lower())
         try:
             worker.wait_ready()
-            asyncio.run(passer_by(broker.bootstrap))
+            asyncio.run(pass_by(broker.bootstrap, app_id, "faust"))
             observe(lambda: synced_generation(worker) > 0, 30, "the worker synced again")
         finally:
             assert worker.stop() == 0
@@ -190,14 +193,6 @@ def test_a_consumer_closed_from_the_app_loop_still_leaves_its_group(idp: Idp,
             await consumer.start()
             return consumer
 
-        async def passer_by() -> None:
-            (member,) = await members(broker.bootstrap, app_id, "roundrobin", 1)
-            try:
-                await member.join()
-                await member.leave()
-            finally:
-                await member.client.close()
-
         async def newcomer() -> Joined:
             (member,) = await members(broker.bootstrap, app_id, "roundrobin", 1)
             try:
@@ -208,7 +203,7 @@ def test_a_consumer_closed_from_the_app_loop_still_leaves_its_group(idp: Idp,
         try:
             consumer = thread._consumer = on_thread_loop(started())
             observe(lambda: bool(consumer.assignment()), 30, "the consumer was assigned")
-            asyncio.run(passer_by())  # to a generation above 0, from which aiokafka leaves
+            asyncio.run(pass_by(broker.bootstrap, app_id, "roundrobin"))
             observe(lambda: consumer._coordinator.generation > 0 and bool(consumer.assignment()),
                     30, "the consumer was assigned again")
             thread.close()
